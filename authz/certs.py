@@ -1,0 +1,125 @@
+"""Certificates as Envoy hands them over: decoding, with size caps. Pure: no I/O.
+
+Envoy puts the client's leaf certificate in `attributes.source.certificate` as PEM with newline,
+space, `+`, `/` and `=` percent-escaped; `urllib.parse.unquote` restores it exactly. The
+`x-forwarded-client-cert` header may add `Chain="…"`, every certificate the client sent, leaf
+first: it is the client's own, unverified, so it only ever offers candidate intermediates.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import unquote
+
+from cryptography import x509
+
+from authz.reasons import Denied, Reason
+
+# A leaf PEM is 1–3 KB; 64 KiB leaves room for RSA-16384 keys and long SAN lists while keeping a
+# hostile 1 MB field from costing a parse.
+MAX_CERTIFICATE_FIELD_CHARS = 64 * 1024
+# XFCC holds the whole chain Envoy saw plus subject and SANs; chains deeper than a few CAs are rare.
+MAX_XFCC_CHARS = 256 * 1024
+MAX_CHAIN_CERTIFICATES = 8
+
+_PEM_BEGIN = "-----BEGIN CERTIFICATE-----"
+
+
+def decode_source_certificate(field: str) -> x509.Certificate:
+    """The leaf from `attributes.source.certificate`; raises Denied for an empty or bad field."""
+    if not field.strip():
+        raise Denied(Reason.MISSING_CERTIFICATE, "No client certificate was presented.")
+    if len(field) > MAX_CERTIFICATE_FIELD_CHARS:
+        raise Denied(
+            Reason.MALFORMED_CERTIFICATE,
+            f"The client certificate field is larger than {MAX_CERTIFICATE_FIELD_CHARS} bytes.",
+        )
+    try:
+        pem = unquote(field, errors="strict")
+    except UnicodeDecodeError:
+        raise Denied(
+            Reason.MALFORMED_CERTIFICATE, "The client certificate field is not URL-encoded UTF-8."
+        ) from None
+    certificates = _load_pem_certificates(pem)
+    if certificates is None:
+        raise Denied(
+            Reason.MALFORMED_CERTIFICATE, "The client certificate is not a PEM certificate."
+        )
+    if len(certificates) != 1:
+        raise Denied(
+            Reason.MALFORMED_CERTIFICATE,
+            f"Expected one client certificate, found {len(certificates)}.",
+        )
+    return certificates[0]
+
+
+def _load_pem_certificates(pem: str) -> list[x509.Certificate] | None:
+    """All certificates in `pem`, or None when it holds none or any block fails to parse."""
+    if _PEM_BEGIN not in pem:
+        return None
+    try:
+        return x509.load_pem_x509_certificates(pem.encode("ascii"))
+    except ValueError:  # also UnicodeEncodeError: PEM is ASCII
+        return None
+
+
+def chain_from_xfcc(header: str) -> list[x509.Certificate]:
+    """Certificates from the `Chain=` of the last XFCC element (the one this Envoy added).
+
+    Anything odd gives an empty list: the chain is a hint for finding intermediates, so losing it
+    can only make a decision stricter, never looser.
+    """
+    if not header or len(header) > MAX_XFCC_CHARS:
+        return []
+    elements = split_xfcc(header)
+    if not elements:
+        return []
+    chain = elements[-1].get("chain")
+    if not chain:
+        return []
+    certificates = _load_pem_certificates(unquote(chain, errors="replace"))
+    if certificates is None:
+        return []
+    return certificates[:MAX_CHAIN_CERTIFICATES]
+
+
+def split_xfcc(header: str) -> list[dict[str, str]]:
+    """Parse XFCC: elements split by `,`, pairs by `;`, `key=value` with optional double quotes.
+
+    Keys are lower-cased (they are case-insensitive). Separators inside quotes are literal; `\\`
+    escapes the next character inside quotes. Returns [] when quotes are unbalanced.
+    """
+    elements: list[dict[str, str]] = []
+    pairs: list[str] = []
+    current: list[str] = []
+    quoted = False
+    escaped = False
+    for char in header:
+        if escaped:
+            current.append(char)
+            escaped = False
+        elif quoted and char == "\\":
+            escaped = True
+        elif char == '"':
+            quoted = not quoted
+        elif not quoted and char in ",;":
+            pairs.append("".join(current))
+            current = []
+            if char == ",":
+                elements.append(_pairs_to_dict(pairs))
+                pairs = []
+        else:
+            current.append(char)
+    if quoted or escaped:
+        return []
+    pairs.append("".join(current))
+    elements.append(_pairs_to_dict(pairs))
+    return elements
+
+
+def _pairs_to_dict(pairs: list[str]) -> dict[str, str]:
+    result: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if sep:
+            result.setdefault(key.strip().lower(), value)
+    return result

@@ -1,0 +1,99 @@
+"""Command line: `mtls-authz serve | validate-config | demo`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from authz import __version__, logs
+from authz.settings import OPTIONS, ConfigError, Settings, load_settings
+from authz.trust import TrustBundleError
+
+log = logging.getLogger("authz")
+
+EXIT_CONFIG_ERROR = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mtls-authz",
+        description="Envoy ext_authz service for mutual TLS client certificates.",
+    )
+    parser.add_argument("--version", action="version", version=f"mtls-authz {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="Serve Envoy's Authorization/Check over gRPC.")
+    serve.add_argument("--config", type=Path, help="YAML configuration file.")
+    for option in OPTIONS:
+        kwargs: dict[str, Any] = {"dest": option.key, "default": None, "help": option.help}
+        if option.kind is list:
+            kwargs["action"] = "append"
+        if option.choices:
+            kwargs["choices"] = option.choices
+        serve.add_argument(option.flag_name, **kwargs)
+
+    validate = commands.add_parser(
+        "validate-config", help="Check a configuration file (and the files it names) and exit."
+    )
+    validate.add_argument("config", type=Path)
+
+    demo = commands.add_parser("demo", help="Run the local demo stack (PKI, Envoy, backend).")
+    demo.add_argument("--once", action="store_true", help="Run the checks once and exit.")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "serve":
+        return _serve(args)
+    if args.command == "validate-config":
+        return _validate_config(args.config)
+    if args.command == "demo":
+        from authz.demo.run import run_demo
+
+        return int(run_demo(once=args.once))
+    raise AssertionError(args.command)
+
+
+def _load(config: Path | None, flags: dict[str, Any]) -> Settings:
+    return load_settings(config, os.environ, flags)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    flags = {option.key: getattr(args, option.key) for option in OPTIONS}
+    try:
+        settings = _load(args.config, flags)
+    except ConfigError as e:
+        print(f"mtls-authz: configuration error: {e}", file=sys.stderr)
+        return EXIT_CONFIG_ERROR
+    logs.configure(settings.log_level, settings.log_format)
+    from authz.server.app import serve
+
+    try:
+        return asyncio.run(serve(settings))
+    except (TrustBundleError, ValueError) as e:
+        log.error("cannot start: %s", e)
+        return EXIT_CONFIG_ERROR
+    except RuntimeError as e:  # grpc: failed to bind
+        log.error("cannot start: %s", e)
+        return 1
+
+
+def _validate_config(path: Path) -> int:
+    from authz.server.app import build_runtime
+
+    try:
+        settings = _load(path, {})
+        runtime = build_runtime(settings)
+    except (ConfigError, TrustBundleError, ValueError) as e:
+        print(f"{path}: invalid: {e}", file=sys.stderr)
+        return EXIT_CONFIG_ERROR
+    count = len(runtime.state.trust.certificates)
+    print(f"{path}: ok ({count} CA certificates, {len(settings.allowed_issuers)} allowed issuers)")
+    return 0

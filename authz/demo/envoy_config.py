@@ -1,0 +1,56 @@
+"""Render `envoy/*.yaml` for a local run: same config, local ports and certificate paths."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+# Certificate paths as they stand in the shipped configs.
+SERVER_CERT = "/etc/envoy/tls/server.pem"
+SERVER_KEY = "/etc/envoy/tls/server.key"
+CLIENT_CA = "/etc/envoy/tls/client-ca.pem"
+
+
+def render(
+    template: Path,
+    *,
+    listen_port: int,
+    admin_port: int,
+    cluster_ports: Mapping[str, int],
+    files: Mapping[str, Path],
+) -> dict[str, Any]:
+    """Load `template`, bind everything to 127.0.0.1 with the given ports, and swap file paths."""
+    config: dict[str, Any] = yaml.safe_load(template.read_text())
+    config["admin"]["address"]["socket_address"].update(address="127.0.0.1", port_value=admin_port)
+    for listener in config["static_resources"]["listeners"]:
+        listener["address"]["socket_address"].update(address="127.0.0.1", port_value=listen_port)
+    for cluster in config["static_resources"]["clusters"]:
+        port = cluster_ports.get(cluster["name"])
+        if port is None:
+            continue
+        for group in cluster["load_assignment"]["endpoints"]:
+            for endpoint in group["lb_endpoints"]:
+                endpoint["endpoint"]["address"]["socket_address"].update(
+                    address="127.0.0.1", port_value=port
+                )
+    replaced: dict[str, Any] = _replace_filenames(config, {k: str(v) for k, v in files.items()})
+    return replaced
+
+
+def _replace_filenames(node: Any, files: Mapping[str, str]) -> Any:
+    if isinstance(node, dict):
+        return {
+            key: files.get(value, value) if key == "filename" else _replace_filenames(value, files)
+            for key, value in node.items()
+        }
+    if isinstance(node, list):
+        return [_replace_filenames(item, files) for item in node]
+    return node
+
+
+def write(config: dict[str, Any], path: Path) -> Path:
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path

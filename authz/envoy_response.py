@@ -1,0 +1,120 @@
+"""Decision → Envoy CheckResponse: headers to set and remove upstream, or the denied response.
+
+Header overwrite: Envoy up to 1.37 reads only the deprecated `append` BoolValue in OkHttpResponse
+headers and ignores `append_action` (envoyproxy/envoy#42857); later versions prefer `append` when it
+is set. Setting `append: false` overwrites on both, and `append_action` says the same for readers
+of the message.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from enum import StrEnum
+from urllib.parse import quote
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+from envoy.config.core.v3 import base_pb2
+from envoy.service.auth.v3 import external_auth_pb2
+from envoy.type.v3 import http_status_pb2
+from google.protobuf import wrappers_pb2
+from google.rpc import code_pb2, status_pb2
+
+from authz.decide import Decision
+from authz.reasons import FIXED_STATUS, Reason
+
+REASON_HEADER = "x-mtls-authz-reason"
+# Headers this service owns upstream besides the certificate header: a client-sent copy of any of
+# them is removed on every allowed request, so the backend can trust what it sees.
+OWNED_HEADERS: tuple[str, ...] = ("x-mtls-authz-revocation",)
+
+VALID_DENY_STATUSES: frozenset[int] = frozenset(
+    value.number for value in http_status_pb2.StatusCode.DESCRIPTOR.values if value.number >= 400
+)
+
+
+class CertHeaderFormat(StrEnum):
+    BASE64_DER = "base64-der"
+    """Standard base64 of the DER, one line (as Azure Application Gateway forwards it)."""
+    PEM_URL = "pem-url"
+    """URL-encoded PEM (as Envoy's XFCC and nginx's $ssl_client_escaped_cert)."""
+    RFC9440 = "rfc9440"
+    """`:base64-DER:`, an RFC 8941 byte sequence as RFC 9440 `Client-Cert` defines."""
+
+
+def _encode_base64_der(cert: x509.Certificate) -> str:
+    return base64.b64encode(cert.public_bytes(Encoding.DER)).decode("ascii")
+
+
+def _encode_pem_url(cert: x509.Certificate) -> str:
+    return quote(cert.public_bytes(Encoding.PEM).decode("ascii"), safe="")
+
+
+def _encode_rfc9440(cert: x509.Certificate) -> str:
+    return f":{_encode_base64_der(cert)}:"
+
+
+CERT_ENCODERS: dict[CertHeaderFormat, Callable[[x509.Certificate], str]] = {
+    CertHeaderFormat.BASE64_DER: _encode_base64_der,
+    CertHeaderFormat.PEM_URL: _encode_pem_url,
+    CertHeaderFormat.RFC9440: _encode_rfc9440,
+}
+
+
+def overwrite(name: str, value: str) -> base_pb2.HeaderValueOption:
+    """A header option that replaces every client-sent value of `name` (see module docstring)."""
+    return base_pb2.HeaderValueOption(
+        header=base_pb2.HeaderValue(key=name, value=value),
+        append=wrappers_pb2.BoolValue(value=False),
+        append_action=base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD,
+    )
+
+
+@dataclass(frozen=True)
+class ResponseBuilder:
+    """Turns decisions into CheckResponses for one configuration; derived values precomputed."""
+
+    cert_header: str
+    cert_header_format: CertHeaderFormat
+    deny_status: int
+
+    def build(self, decision: Decision) -> external_auth_pb2.CheckResponse:
+        if decision.allowed and decision.leaf is not None:
+            return self.allow(decision.leaf)
+        return self.deny(decision.reason or Reason.INTERNAL_ERROR, decision.message)
+
+    def allow(
+        self, leaf: x509.Certificate, extra: Iterable[tuple[str, str]] = ()
+    ) -> external_auth_pb2.CheckResponse:
+        value = CERT_ENCODERS[self.cert_header_format](leaf)
+        headers = [overwrite(self.cert_header, value)]
+        headers.extend(overwrite(name, header_value) for name, header_value in extra)
+        setting = {self.cert_header.lower(), *(name.lower() for name, _ in extra)}
+        return external_auth_pb2.CheckResponse(
+            status=status_pb2.Status(code=code_pb2.OK),
+            ok_response=external_auth_pb2.OkHttpResponse(
+                headers=headers,
+                headers_to_remove=[name for name in OWNED_HEADERS if name not in setting],
+            ),
+        )
+
+    def deny(self, reason: Reason, message: str) -> external_auth_pb2.CheckResponse:
+        http_status = FIXED_STATUS.get(reason, self.deny_status)
+        body = json.dumps({"error": reason.value, "message": message})
+        grpc_code = (
+            code_pb2.INTERNAL if reason is Reason.INTERNAL_ERROR else code_pb2.PERMISSION_DENIED
+        )
+        return external_auth_pb2.CheckResponse(
+            status=status_pb2.Status(code=grpc_code, message=reason.value),
+            denied_response=external_auth_pb2.DeniedHttpResponse(
+                status=http_status_pb2.HttpStatus(code=http_status),
+                headers=[
+                    overwrite("content-type", "application/json"),
+                    overwrite(REASON_HEADER, reason.value),
+                ],
+                body=body,
+            ),
+        )

@@ -1,0 +1,155 @@
+"""Distinguished names: parse the forms operators write, and compare them as RFC 5280 does.
+
+Two names are equal when they have the same RDNs in the same order (the certificate's order),
+each RDN the same set of attribute types, and each value equal under caseIgnoreMatch with
+whitespace folded (RFC 4518: NFKC, case folded, outer space removed, inner runs made one space).
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Iterator, Mapping
+
+from cryptography import x509
+from cryptography.x509.oid import NameOID, ObjectIdentifier
+
+# One attribute after normalisation: (dotted OID, normalised value).
+NormalisedAttribute = tuple[str, str]
+# A whole name after normalisation: one frozenset per RDN, in the certificate's order.
+NameKey = tuple[frozenset[NormalisedAttribute], ...]
+
+# Attribute type names accepted in configuration, upper-cased. Covers RFC 4514's table and the
+# names OpenSSL prints (`openssl x509 -subject`), so a DN copied from either works.
+_TYPE_NAMES: dict[str, ObjectIdentifier] = {
+    "CN": NameOID.COMMON_NAME,
+    "C": NameOID.COUNTRY_NAME,
+    "L": NameOID.LOCALITY_NAME,
+    "ST": NameOID.STATE_OR_PROVINCE_NAME,
+    "S": NameOID.STATE_OR_PROVINCE_NAME,
+    "O": NameOID.ORGANIZATION_NAME,
+    "OU": NameOID.ORGANIZATIONAL_UNIT_NAME,
+    "STREET": NameOID.STREET_ADDRESS,
+    "DC": NameOID.DOMAIN_COMPONENT,
+    "UID": NameOID.USER_ID,
+    "EMAILADDRESS": NameOID.EMAIL_ADDRESS,
+    "E": NameOID.EMAIL_ADDRESS,
+    "SERIALNUMBER": NameOID.SERIAL_NUMBER,
+    "SN": NameOID.SURNAME,
+    "GN": NameOID.GIVEN_NAME,
+    "GIVENNAME": NameOID.GIVEN_NAME,
+    "T": NameOID.TITLE,
+    "TITLE": NameOID.TITLE,
+    "POSTALCODE": NameOID.POSTAL_CODE,
+    "DNQUALIFIER": NameOID.DN_QUALIFIER,
+    "PSEUDONYM": NameOID.PSEUDONYM,
+    "ORGANIZATIONIDENTIFIER": NameOID.ORGANIZATION_IDENTIFIER,
+    "BUSINESSCATEGORY": NameOID.BUSINESS_CATEGORY,
+}
+
+_SPACES = re.compile(r"\s+")
+_DOTTED_OID = re.compile(r"^\d+(\.\d+)+$")
+
+
+class _CaseInsensitiveTypes(Mapping[str, ObjectIdentifier]):
+    """Lets cryptography's RFC 4514 parser accept `cn=` and `emailAddress=` as well as `CN=`."""
+
+    def __getitem__(self, name: str) -> ObjectIdentifier:
+        return _TYPE_NAMES[name.upper()]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(_TYPE_NAMES)
+
+    def __len__(self) -> int:
+        return len(_TYPE_NAMES)
+
+
+_TYPES = _CaseInsensitiveTypes()
+
+
+def parse_dn(text: str) -> x509.Name:
+    """Parse a DN in RFC 4514 form (`CN=Issuing CA,O=Lab`) or slash form (`/O=Lab/CN=Issuing CA`).
+
+    Raises ValueError with a readable message when the text is neither.
+    """
+    stripped = text.strip()
+    if not stripped:
+        raise ValueError("empty distinguished name")
+    if stripped.startswith("/"):
+        return _parse_slash_form(stripped)
+    try:
+        return x509.Name.from_rfc4514_string(stripped, _TYPES)
+    except ValueError as e:
+        raise ValueError(f"not a valid RFC 4514 distinguished name: {text!r}") from e
+
+
+def _parse_slash_form(text: str) -> x509.Name:
+    """OpenSSL's `-subj` syntax: RDNs in certificate order, `+` joins a multi-valued RDN.
+
+    A backslash escapes the next character.
+    """
+    rdns: list[x509.RelativeDistinguishedName] = []
+    for rdn_text in _split_unescaped(text[1:], "/"):
+        attributes = [_slash_attribute(part, text) for part in _split_unescaped(rdn_text, "+")]
+        rdns.append(x509.RelativeDistinguishedName(attributes))
+    return x509.Name(rdns)
+
+
+def _slash_attribute(part: str, whole: str) -> x509.NameAttribute[str]:
+    type_name, sep, value = part.partition("=")
+    if not sep or not type_name.strip():
+        raise ValueError(f"expected TYPE=value in {part!r} of {whole!r}")
+    oid = _oid_for(type_name.strip())
+    return x509.NameAttribute(oid, _unescape(value))
+
+
+def _oid_for(type_name: str) -> ObjectIdentifier:
+    if _DOTTED_OID.match(type_name):
+        return ObjectIdentifier(type_name)
+    try:
+        return _TYPES[type_name]
+    except KeyError:
+        raise ValueError(f"unknown attribute type {type_name!r}") from None
+
+
+def _split_unescaped(text: str, separator: str) -> list[str]:
+    """Split on `separator` except where a backslash escapes it; escapes are kept for _unescape."""
+    parts: list[str] = []
+    current: list[str] = []
+    chars = iter(text)
+    for char in chars:
+        if char == "\\":
+            current.append(char)
+            current.append(next(chars, ""))
+        elif char == separator:
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+    parts.append("".join(current))
+    return [p for p in parts if p != ""] if separator == "/" else parts
+
+
+def _unescape(value: str) -> str:
+    return re.sub(r"\\(.)", r"\1", value)
+
+
+def normalise_value(value: str | bytes) -> str:
+    """RFC 4518 caseIgnoreMatch, the practical part: NFKC, case folding, whitespace folded."""
+    if isinstance(value, bytes):
+        return "#" + value.hex()
+    folded = unicodedata.normalize("NFKC", value).casefold()
+    return _SPACES.sub(" ", folded).strip()
+
+
+def name_key(name: x509.Name) -> NameKey:
+    """A hashable form of `name` under which equal names (by the rules above) are equal."""
+    return tuple(
+        frozenset((attr.oid.dotted_string, normalise_value(attr.value)) for attr in rdn)
+        for rdn in name.rdns
+    )
+
+
+def display(name: x509.Name) -> str:
+    """RFC 4514 text for logs and messages."""
+    return name.rfc4514_string()

@@ -1,0 +1,35 @@
+"""The closed set of reason codes: the one vocabulary for responses, logs and metrics."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Reason(StrEnum):
+    """Why a request was refused. Values are stable: clients and dashboards match on them."""
+
+    MISSING_CERTIFICATE = "missing_certificate"
+    MALFORMED_CERTIFICATE = "malformed_certificate"
+    CERTIFICATE_EXPIRED = "certificate_expired"
+    CERTIFICATE_NOT_YET_VALID = "certificate_not_yet_valid"
+    ISSUER_NOT_ALLOWED = "issuer_not_allowed"
+    ISSUER_UNKNOWN = "issuer_unknown"
+    INTERNAL_ERROR = "internal_error"
+
+
+# Reasons whose HTTP status is fixed, whatever `deny_status` says: they are not the client's fault.
+FIXED_STATUS: dict[Reason, int] = {
+    Reason.INTERNAL_ERROR: 500,
+}
+
+
+class Denied(Exception):
+    """Raised by the pure checks when a request must be refused.
+
+    `message` is one sentence safe to show the client: it never holds a stack trace or key material.
+    """
+
+    def __init__(self, reason: Reason, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message

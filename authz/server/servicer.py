@@ -1,0 +1,88 @@
+"""The Authorization/Check servicer: request → input → decision → response, and nothing else.
+
+Fail closed: any exception in the decision becomes a denied response with HTTP 500 rather than a
+gRPC error, so even an Envoy with `failure_mode_allow: true` refuses the request.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
+
+from authz.decide import CheckInput, Decision, State, decide
+from authz.envoy_response import ResponseBuilder
+from authz.names import display
+from authz.reasons import Reason
+
+log = logging.getLogger("authz.check")
+
+XFCC_HEADER = "x-forwarded-client-cert"
+INTERNAL_ERROR_MESSAGE = "The authorization service failed; the request was refused."
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """What one Check reads, swapped as a whole so a Check never sees half of a reload."""
+
+    state: State
+    responses: ResponseBuilder
+
+
+def check_input(request: external_auth_pb2.CheckRequest) -> CheckInput:
+    attributes = request.attributes
+    return CheckInput(
+        certificate=attributes.source.certificate,
+        xfcc=request_header(request, XFCC_HEADER),
+    )
+
+
+def request_header(request: external_auth_pb2.CheckRequest, name: str) -> str:
+    """A request header by lower-case name, from `headers` or `header_map` (encode_raw_headers)."""
+    http = request.attributes.request.http
+    value = str(http.headers.get(name, ""))
+    if value or not http.HasField("header_map"):
+        return value
+    for header in http.header_map.headers:
+        if header.key.lower() == name:
+            return str(header.value or header.raw_value.decode("utf-8", errors="replace"))
+    return ""
+
+
+class AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):  # type: ignore[misc]
+    def __init__(self, runtime: Callable[[], Runtime]) -> None:
+        self._runtime = runtime
+
+    async def Check(
+        self, request: external_auth_pb2.CheckRequest, context: Any
+    ) -> external_auth_pb2.CheckResponse:
+        runtime = self._runtime()
+        try:
+            decision = decide(check_input(request), runtime.state, datetime.now(UTC))
+        except Exception:
+            log.exception("check failed", extra={"reason": Reason.INTERNAL_ERROR.value})
+            decision = Decision(False, Reason.INTERNAL_ERROR, INTERNAL_ERROR_MESSAGE)
+        log_decision(decision, request)
+        return runtime.responses.build(decision)
+
+
+def log_decision(decision: Decision, request: external_auth_pb2.CheckRequest) -> None:
+    """Denies at info, allows at debug; never the certificate itself."""
+    level = logging.DEBUG if decision.allowed else logging.INFO
+    if not log.isEnabledFor(level):
+        return
+    fields: dict[str, Any] = {
+        "decision": "allow" if decision.allowed else "deny",
+        "reason": decision.reason.value if decision.reason else None,
+        "request_id": request.attributes.request.http.headers.get("x-request-id", ""),
+        "path": request.attributes.request.http.path,
+    }
+    if decision.leaf is not None:
+        fields["subject"] = display(decision.leaf.subject)
+        fields["issuer"] = display(decision.leaf.issuer)
+        fields["serial"] = format(decision.leaf.serial_number, "x")
+    log.log(level, decision.message or "allowed", extra=fields)

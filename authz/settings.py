@@ -1,0 +1,286 @@
+"""Configuration: one frozen Settings from a YAML file, environment variables and flags.
+
+Precedence is flag > environment (`MTLS_AUTHZ_<KEY>`) > file > default. Every key is validated at
+start and an error names the key, where the value came from and what is wrong with it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from authz.envoy_response import VALID_DENY_STATUSES, CertHeaderFormat
+from authz.names import parse_dn
+
+ENV_PREFIX = "MTLS_AUTHZ_"
+MAX_CONFIG_BYTES = 1024 * 1024
+
+# RFC 9110 token characters; header names are sent lower-case by Envoy over HTTP/2 anyway.
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+# Headers whose meaning belongs to HTTP itself or to Envoy: overwriting them would break requests.
+_FORBIDDEN_HEADERS = frozenset(
+    {
+        "host",
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "te",
+        "upgrade",
+        "content-type",
+        "x-forwarded-client-cert",
+        "x-request-id",
+        "x-mtls-authz-reason",
+    }
+)
+
+
+class ConfigError(ValueError):
+    """A configuration value is unusable; the message names the key."""
+
+
+def _check_listen(value: str) -> str | None:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        return "expected HOST:PORT, e.g. 127.0.0.1:9191"
+    return None
+
+
+def _check_optional_listen(value: str) -> str | None:
+    return None if value == "" else _check_listen(value)
+
+
+def _check_header(value: str) -> str | None:
+    if not _HEADER_NAME.match(value):
+        return "not a valid HTTP header name"
+    if value.lower() in _FORBIDDEN_HEADERS or value.lower().startswith(":"):
+        return f"{value!r} is reserved and cannot carry the client certificate"
+    return None
+
+
+def _check_issuers(values: list[str]) -> str | None:
+    if not values:
+        return "at least one issuer DN is required"
+    for dn in values:
+        try:
+            parse_dn(dn)
+        except ValueError as e:
+            return str(e)
+    return None
+
+
+def _check_deny_status(value: int) -> str | None:
+    if value not in VALID_DENY_STATUSES or not 400 <= value <= 599:
+        return "must be an HTTP status from 400 to 599 that Envoy knows"
+    return None
+
+
+def _check_positive(value: float) -> str | None:
+    return None if value > 0 else "must be greater than 0"
+
+
+def _check_required_path(value: str) -> str | None:
+    return None if value else "is required"
+
+
+@dataclass(frozen=True)
+class Option:
+    key: str
+    kind: type
+    default: Any
+    help: str
+    choices: tuple[str, ...] = ()
+    flag: str = ""
+    check: Callable[[Any], str | None] | None = None
+
+    @property
+    def flag_name(self) -> str:
+        return self.flag or "--" + self.key.replace("_", "-")
+
+    @property
+    def env_name(self) -> str:
+        return ENV_PREFIX + self.key.upper()
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option(
+        "listen",
+        str,
+        "127.0.0.1:9191",
+        "gRPC listen address for Envoy's ext_authz calls.",
+        check=_check_listen,
+    ),
+    Option(
+        "metrics_listen",
+        str,
+        "",
+        "HTTP listen address for /metrics, /healthz and /readyz (empty: off).",
+        check=_check_optional_listen,
+    ),
+    Option(
+        "trust_bundle",
+        str,
+        "",
+        "PEM file of the CA certificates that may issue client certificates.",
+        check=_check_required_path,
+    ),
+    Option(
+        "allowed_issuers",
+        list,
+        [],
+        "Issuer DN allowed to issue client certificates (RFC 4514 or /slash/ form).",
+        flag="--allowed-issuer",
+        check=_check_issuers,
+    ),
+    Option(
+        "cert_header",
+        str,
+        "X-Client-Cert",
+        "Upstream header that carries the client certificate.",
+        check=_check_header,
+    ),
+    Option(
+        "cert_header_format",
+        str,
+        CertHeaderFormat.BASE64_DER.value,
+        "Encoding of the certificate header.",
+        choices=tuple(f.value for f in CertHeaderFormat),
+    ),
+    Option("deny_status", int, 400, "HTTP status of a refused request.", check=_check_deny_status),
+    Option("log_level", str, "info", "Log level.", choices=("debug", "info", "warning", "error")),
+    Option("log_format", str, "json", "Log format.", choices=("json", "text")),
+    Option(
+        "shutdown_grace",
+        float,
+        5.0,
+        "Seconds in-flight checks get to finish after SIGTERM.",
+        check=_check_positive,
+    ),
+)
+OPTIONS_BY_KEY = {option.key: option for option in OPTIONS}
+
+
+@dataclass(frozen=True)
+class Settings:
+    listen: str
+    metrics_listen: str
+    trust_bundle: str
+    allowed_issuers: tuple[str, ...]
+    cert_header: str
+    cert_header_format: CertHeaderFormat
+    deny_status: int
+    log_level: str
+    log_format: str
+    shutdown_grace: float
+
+    def redacted(self) -> dict[str, Any]:
+        """The effective configuration for the startup log line (it holds no secrets)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def load_settings(
+    config_path: Path | None,
+    env: Mapping[str, str],
+    flags: Mapping[str, Any],
+) -> Settings:
+    """Merge the sources, validate every key, and return Settings or raise ConfigError."""
+    raw: dict[str, tuple[Any, str]] = {o.key: (o.default, "default") for o in OPTIONS}
+    if config_path is not None:
+        for key, value in read_config_file(config_path).items():
+            raw[key] = (value, str(config_path))
+    for option in OPTIONS:
+        if option.env_name in env:
+            raw[option.key] = (env[option.env_name], option.env_name)
+        flag_value = flags.get(option.key)
+        if flag_value is not None:
+            raw[option.key] = (flag_value, option.flag_name)
+    values = {
+        key: _coerce(OPTIONS_BY_KEY[key], value, source) for key, (value, source) in raw.items()
+    }
+    values["allowed_issuers"] = tuple(values["allowed_issuers"])
+    values["cert_header_format"] = CertHeaderFormat(values["cert_header_format"])
+    return Settings(**values)
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as f:
+            data = f.read(MAX_CONFIG_BYTES + 1)
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read: {e.strerror or e}") from e
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: larger than {MAX_CONFIG_BYTES} bytes")
+    try:
+        document = yaml.safe_load(data)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from e
+    if document is None:
+        return {}
+    if not isinstance(document, dict):
+        raise ConfigError(f"{path}: expected a mapping of keys to values at the top level")
+    for key in document:
+        if key not in OPTIONS_BY_KEY:
+            known = ", ".join(OPTIONS_BY_KEY)
+            raise ConfigError(f"{path}: unknown key {key!r} (known keys: {known})")
+    return document
+
+
+def _coerce(option: Option, value: Any, source: str) -> Any:
+    """Convert a value from any source to the option's type, then validate it."""
+    try:
+        converted = _convert(option.kind, value)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{option.key} (from {source}): {e}") from None
+    if option.choices and converted not in option.choices:
+        raise ConfigError(
+            f"{option.key} (from {source}): {converted!r} is not one of {', '.join(option.choices)}"
+        )
+    problem = option.check(converted) if option.check else None
+    if problem:
+        raise ConfigError(f"{option.key} (from {source}): {problem}")
+    return converted
+
+
+def _convert(kind: type, value: Any) -> Any:
+    if kind is list:
+        return _convert_list(value)
+    if isinstance(value, str) and kind is not str:
+        value = value.strip()
+        if kind is bool:
+            return _parse_bool(value)
+        return kind(value)
+    if kind is bool and not isinstance(value, bool):
+        raise ValueError(f"expected true or false, got {value!r}")
+    if kind in (int, float) and (isinstance(value, bool) or not isinstance(value, int | float)):
+        raise ValueError(f"expected a number, got {value!r}")
+    if kind is int and isinstance(value, float):
+        raise ValueError(f"expected a whole number, got {value!r}")
+    if kind is str and not isinstance(value, str):
+        raise ValueError(f"expected a string, got {value!r}")
+    return kind(value)
+
+
+def _convert_list(value: Any) -> list[str]:
+    """Lists come as YAML lists, repeated flags, or an env var: a YAML list or one item per line."""
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            value = yaml.safe_load(text) if text.startswith("[") else text.splitlines()
+        except yaml.YAMLError as e:
+            raise ValueError(f"not a YAML list: {e}") from None
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise ValueError(f"expected a list of strings, got {value!r}")
+    return [item.strip() for item in value if item.strip()]
+
+
+def _parse_bool(text: str) -> bool:
+    lowered = text.lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"expected true or false, got {text!r}")

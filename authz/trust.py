@@ -1,0 +1,127 @@
+"""The trust bundle: the CA certificates mtls-authz accepts as issuers, and finding a leaf's issuer.
+
+A name is not proof. The issuer is the CA certificate whose subject equals the leaf's issuer name,
+whose subject key identifier matches the leaf's authority key identifier where both exist, and under
+whose key the leaf's signature verifies. It is either in the bundle or, when the bundle holds only
+higher CAs, an intermediate offered by the client that itself chains, the same way, to the bundle.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+
+from authz.names import NameKey, display, name_key
+
+# Intermediates between the leaf's issuer and an anchor in the bundle. Real PKIs use 0–2.
+MAX_INTERMEDIATE_DEPTH = 4
+MAX_BUNDLE_BYTES = 8 * 1024 * 1024
+
+
+class TrustBundleError(ValueError):
+    """The bundle file cannot be used; the message says why."""
+
+
+@dataclass(frozen=True)
+class TrustBundle:
+    """CA certificates, indexed by normalised subject."""
+
+    certificates: tuple[x509.Certificate, ...]
+    _by_subject: dict[NameKey, tuple[x509.Certificate, ...]] = field(repr=False, compare=False)
+
+    @classmethod
+    def from_certificates(cls, certificates: Iterable[x509.Certificate]) -> TrustBundle:
+        certs = tuple(certificates)
+        index: dict[NameKey, list[x509.Certificate]] = {}
+        for cert in certs:
+            index.setdefault(name_key(cert.subject), []).append(cert)
+        return cls(certs, {key: tuple(value) for key, value in index.items()})
+
+    @classmethod
+    def from_pem(cls, data: bytes, source: str = "trust bundle") -> TrustBundle:
+        """Parse a PEM bundle; every certificate must be usable as a CA."""
+        try:
+            certs = x509.load_pem_x509_certificates(data)
+        except ValueError as e:
+            raise TrustBundleError(f"{source}: no PEM certificates could be read ({e})") from e
+        for cert in certs:
+            if not is_ca(cert):
+                raise TrustBundleError(
+                    f"{source}: {display(cert.subject)} is not a CA certificate "
+                    "(basicConstraints CA:FALSE)"
+                )
+        return cls.from_certificates(certs)
+
+    @classmethod
+    def load(cls, path: Path) -> TrustBundle:
+        try:
+            with path.open("rb") as f:
+                data = f.read(MAX_BUNDLE_BYTES + 1)
+        except OSError as e:
+            raise TrustBundleError(f"{path}: {e.strerror or e}") from e
+        if len(data) > MAX_BUNDLE_BYTES:
+            raise TrustBundleError(f"{path}: larger than {MAX_BUNDLE_BYTES} bytes")
+        return cls.from_pem(data, str(path))
+
+    def find_issuer(
+        self, leaf: x509.Certificate, offered: Sequence[x509.Certificate] = ()
+    ) -> x509.Certificate | None:
+        """The certificate that issued `leaf`, proven by signature, or None.
+
+        `offered` are the client's own certificates (from XFCC): used only when they chain to the
+        bundle.
+        """
+        for candidate in self._by_subject.get(name_key(leaf.issuer), ()):
+            if issued(leaf, candidate):
+                return candidate
+        return self._find_offered_issuer(leaf, offered, MAX_INTERMEDIATE_DEPTH)
+
+    def _find_offered_issuer(
+        self, cert: x509.Certificate, offered: Sequence[x509.Certificate], depth: int
+    ) -> x509.Certificate | None:
+        if depth == 0:
+            return None
+        wanted = name_key(cert.issuer)
+        for candidate in offered:
+            if candidate == cert or name_key(candidate.subject) != wanted:
+                continue
+            if not (is_ca(candidate) and issued(cert, candidate)):
+                continue
+            if self.find_issuer(candidate, ()) is not None:
+                return candidate
+            if self._find_offered_issuer(candidate, offered, depth - 1) is not None:
+                return candidate
+        return None
+
+
+def is_ca(cert: x509.Certificate) -> bool:
+    """True unless basicConstraints says CA:FALSE (v1 roots carry no extensions at all)."""
+    try:
+        constraints = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
+    except x509.ExtensionNotFound:
+        return cert.version == x509.Version.v1
+    return constraints.ca
+
+
+def issued(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+    """`issuer` signed `cert`: names chain, key identifiers agree where present, signature holds."""
+    if not _key_identifiers_agree(cert, issuer):
+        return False
+    try:
+        cert.verify_directly_issued_by(issuer)
+    except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):
+        return False
+    return True
+
+
+def _key_identifiers_agree(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+    try:
+        aki = cert.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
+        ski = issuer.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    except x509.ExtensionNotFound:
+        return True
+    return aki.key_identifier is None or aki.key_identifier == ski.digest
