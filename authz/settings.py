@@ -198,9 +198,15 @@ def load_settings(
         flag_value = flags.get(option.key)
         if flag_value is not None:
             raw[option.key] = (flag_value, option.flag_name)
-    values = {
-        key: _coerce(OPTIONS_BY_KEY[key], value, source) for key, (value, source) in raw.items()
-    }
+    values: dict[str, Any] = {}
+    problems: list[str] = []
+    for key, (value, source) in raw.items():
+        try:
+            values[key] = _coerce(OPTIONS_BY_KEY[key], value, source)
+        except ConfigError as e:
+            problems.append(str(e))
+    if problems:
+        raise ConfigError("; ".join(problems))
     values["allowed_issuers"] = tuple(values["allowed_issuers"])
     values["cert_header_format"] = CertHeaderFormat(values["cert_header_format"])
     return Settings(**values)

@@ -8,6 +8,9 @@ from aiohttp import web
 
 
 async def echo(request: web.Request) -> web.Response:
+    print(
+        f"{request.method} {request.path_qs}", flush=True
+    )  # the tests read this as proof of arrival
     headers: dict[str, list[str]] = {}
     for name, value in request.headers.items():
         headers.setdefault(name.lower(), []).append(value)

@@ -32,7 +32,7 @@ def _forwards_certificate(client: Identity) -> Callable[[HttpResult], bool]:
         if result.status != 200:
             return False
         sent = result.json()["headers"].get("x-client-cert", [])
-        return sent == [base64.b64encode(der).decode()]
+        return bool(sent == [base64.b64encode(der).decode()])
 
     return check
 
@@ -96,7 +96,11 @@ def run_demo(once: bool = False) -> int:
             if once:
                 return 0 if passed else 1
             print("\nThe stack keeps running; try the curl commands above. Ctrl-C stops it.")
-            print("Example: " + shlex.join(["curl", "-k", stack.url]) + "  (no client cert: TLS refused)")
+            print(
+                "Example: "
+                + shlex.join(["curl", "-k", stack.url])
+                + "  (no client cert: TLS refused)"
+            )
             _wait_for_interrupt()
     return 0
 

@@ -1,0 +1,57 @@
+"""End-to-end fixtures: the real Envoy (every version under test), mtls-authz and curl."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from collections.abc import Iterator
+
+import pytest
+
+from authz.demo.pki import LabPki
+from authz.demo.stack import LocalStack, default_envoy
+
+
+def envoy_binaries() -> list[str]:
+    """`MTLS_AUTHZ_TEST_ENVOYS` (space-separated paths; `make test` sets the oldest and newest)."""
+    return os.environ.get("MTLS_AUTHZ_TEST_ENVOYS", "").split() or [default_envoy()]
+
+
+def envoy_version(binary: str) -> str:
+    out = subprocess.run(
+        [binary, "--version"], capture_output=True, text=True, timeout=30, check=True
+    ).stdout
+    match = re.search(r"/(\d+\.\d+\.\d+)/", out)
+    assert match, out
+    return match.group(1)
+
+
+ENVOYS = {envoy_version(binary): binary for binary in envoy_binaries()}
+
+
+@pytest.fixture(scope="module", params=sorted(ENVOYS), ids=lambda v: f"envoy-{v}")
+def envoy(request: pytest.FixtureRequest) -> str:
+    return ENVOYS[request.param]
+
+
+@pytest.fixture(scope="module")
+def stack(
+    envoy: str, pki: LabPki, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LocalStack]:
+    """The gateway as shipped; Envoy also trusts the foreign root, so policy is mtls-authz's alone."""
+    with LocalStack(
+        tmp_path_factory.mktemp("stack"),
+        pki,
+        envoy_binary=envoy,
+        envoy_trusted=(pki.root, pki.foreign_root),
+    ) as running:
+        yield running
+
+
+def backend_saw(stack: LocalStack, path: str) -> bool:
+    return f" {path}\n" in (stack.workdir / "echo.log").read_text()
+
+
+def newest_envoy() -> str:
+    return ENVOYS[max(ENVOYS, key=lambda v: tuple(int(p) for p in v.split(".")))]

@@ -1,0 +1,89 @@
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator
+
+import grpc
+import pytest
+from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
+
+from authz.decide import State
+from authz.demo.pki import LabPki
+from authz.envoy_response import CertHeaderFormat, ResponseBuilder
+from authz.policy import IssuerPolicy
+from authz.server.servicer import AuthorizationServicer, Runtime, check_input
+from authz.trust import TrustBundle
+from tests.support import envoy_field, xfcc_with_chain
+
+
+class ExplodingBundle(TrustBundle):
+    def find_issuer(self, *args: object, **kwargs: object) -> None:
+        raise RuntimeError("secret internal detail")
+
+
+def runtime(trust: TrustBundle) -> Runtime:
+    return Runtime(
+        State(trust, IssuerPolicy.from_dns([LabPki.ISSUING_DN])),
+        ResponseBuilder("X-Client-Cert", CertHeaderFormat.BASE64_DER, 400),
+    )
+
+
+def request(certificate: str, **headers: str) -> external_auth_pb2.CheckRequest:
+    req = external_auth_pb2.CheckRequest()
+    req.attributes.source.certificate = certificate
+    req.attributes.request.http.path = "/p"
+    req.attributes.request.http.headers.update(headers)
+    return req
+
+
+async def test_an_exception_becomes_a_500_deny_without_details(
+    pki: LabPki, caplog: pytest.LogCaptureFixture
+) -> None:
+    exploding = ExplodingBundle.from_certificates([pki.issuing.cert])
+    servicer = AuthorizationServicer(lambda: runtime(exploding))
+    with caplog.at_level(logging.ERROR, logger="authz.check"):
+        response = await servicer.Check(request(envoy_field(pki.client("s1").cert)), None)
+    denied = response.denied_response
+    assert not response.HasField("ok_response")
+    assert denied.status.code == 500
+    assert json.loads(denied.body)["error"] == "internal_error"
+    assert "secret" not in denied.body and "Traceback" not in denied.body
+    assert any("secret internal detail" in (r.exc_text or "") for r in caplog.records)
+
+
+def test_check_input_reads_the_certificate_and_xfcc(pki: LabPki) -> None:
+    xfcc = xfcc_with_chain([pki.issuing.cert])
+    got = check_input(request("CERT", **{"x-forwarded-client-cert": xfcc}))
+    assert (got.certificate, got.xfcc) == ("CERT", xfcc)
+
+
+def test_check_input_reads_xfcc_from_raw_header_map() -> None:
+    req = request("CERT")
+    req.attributes.request.http.header_map.headers.add(
+        key="X-Forwarded-Client-Cert", raw_value=b"Chain=x"
+    )
+    assert check_input(req).xfcc == "Chain=x"
+
+
+@pytest.fixture
+async def channel(pki: LabPki) -> AsyncIterator[grpc.aio.Channel]:
+    server = grpc.aio.server()
+    trust = TrustBundle.from_certificates([pki.root.cert, pki.issuing.cert])
+    external_auth_pb2_grpc.add_AuthorizationServicer_to_server(
+        AuthorizationServicer(lambda: runtime(trust)), server
+    )
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
+        yield ch
+    await server.stop(None)
+
+
+async def test_check_over_grpc_allows_and_denies(pki: LabPki, channel: grpc.aio.Channel) -> None:
+    stub = external_auth_pb2_grpc.AuthorizationStub(channel)
+    allowed = await stub.Check(request(envoy_field(pki.client("s2").cert)), timeout=5)
+    assert allowed.HasField("ok_response")
+    missing = await stub.Check(request(""), timeout=5)
+    assert missing.denied_response.status.code == 400
+    assert json.loads(missing.denied_response.body)["error"] == "missing_certificate"

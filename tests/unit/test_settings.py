@@ -1,0 +1,104 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from authz.cli import main
+from authz.demo.pki import LabPki, pem_bundle
+from authz.envoy_response import CertHeaderFormat
+from authz.settings import ConfigError, load_settings
+
+ISSUER = "CN=Lab Issuing CA,O=Lab"
+
+
+def write_config(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_with_only_the_required_keys() -> None:
+    settings = load_settings(None, {}, {"trust_bundle": "/b.pem", "allowed_issuers": [ISSUER]})
+    assert settings.listen == "127.0.0.1:9191"
+    assert settings.cert_header == "X-Client-Cert"
+    assert settings.cert_header_format is CertHeaderFormat.BASE64_DER
+    assert settings.deny_status == 400
+    assert settings.allowed_issuers == (ISSUER,)
+
+
+def test_precedence_is_flag_then_env_then_file_then_default(tmp_path: Path) -> None:
+    config = write_config(
+        tmp_path,
+        f"trust_bundle: /file.pem\nallowed_issuers: ['{ISSUER}']\n"
+        "cert_header: X-From-File\ndeny_status: 401\nlisten: 127.0.0.1:1\n",
+    )
+    env = {"MTLS_AUTHZ_CERT_HEADER": "X-From-Env", "MTLS_AUTHZ_DENY_STATUS": "403"}
+    flags = {"cert_header": "X-From-Flag"}
+    settings = load_settings(config, env, flags)
+    assert settings.cert_header == "X-From-Flag"
+    assert settings.deny_status == 403
+    assert settings.listen == "127.0.0.1:1"
+    assert settings.shutdown_grace == 5.0
+
+
+def test_env_lists_take_yaml_or_one_item_per_line() -> None:
+    base = {"trust_bundle": "/b.pem"}
+    env_yaml = {"MTLS_AUTHZ_ALLOWED_ISSUERS": f'["{ISSUER}", "/O=Lab/CN=Other"]'}
+    assert load_settings(None, env_yaml, base).allowed_issuers == (ISSUER, "/O=Lab/CN=Other")
+    env_lines = {"MTLS_AUTHZ_ALLOWED_ISSUERS": f"{ISSUER}\n/O=Lab/CN=Other\n"}
+    assert load_settings(None, env_lines, base).allowed_issuers == (ISSUER, "/O=Lab/CN=Other")
+
+
+@pytest.mark.parametrize(
+    ("flags", "env", "message"),
+    [
+        ({"allowed_issuers": [ISSUER]}, {}, "trust_bundle (from default): is required"),
+        ({"trust_bundle": "/b"}, {}, "allowed_issuers (from default): at least one"),
+        ({"trust_bundle": "/b", "allowed_issuers": ["CN"]}, {}, "allowed_issuers (from --allowed-issuer)"),
+        ({"trust_bundle": "/b", "allowed_issuers": [ISSUER], "listen": "nope"}, {}, "listen (from --listen): expected HOST:PORT"),
+        ({"trust_bundle": "/b", "allowed_issuers": [ISSUER]}, {"MTLS_AUTHZ_DENY_STATUS": "200"}, "deny_status (from MTLS_AUTHZ_DENY_STATUS)"),
+        ({"trust_bundle": "/b", "allowed_issuers": [ISSUER]}, {"MTLS_AUTHZ_DENY_STATUS": "abc"}, "deny_status (from MTLS_AUTHZ_DENY_STATUS)"),
+        ({"trust_bundle": "/b", "allowed_issuers": [ISSUER], "cert_header": "Host"}, {}, "cert_header (from --cert-header): 'Host' is reserved"),
+        ({"trust_bundle": "/b", "allowed_issuers": [ISSUER], "cert_header": "Bad Header"}, {}, "not a valid HTTP header"),
+        ({"trust_bundle": "/b", "allowed_issuers": [ISSUER], "cert_header_format": "der"}, {}, "cert_header_format (from --cert-header-format): 'der' is not one of"),
+        ({"trust_bundle": "/b", "allowed_issuers": [ISSUER], "shutdown_grace": "-1"}, {}, "shutdown_grace"),
+    ],
+)  # fmt: skip
+def test_bad_values_name_the_key_and_the_source(
+    flags: dict[str, object], env: dict[str, str], message: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(None, env, flags)
+    assert message in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("unknown_key: 1\n", "unknown key 'unknown_key'"),
+        ("- a\n- b\n", "expected a mapping"),
+        ("deny_status: [1]\n", "deny_status"),
+        ("deny_status: true\n", "expected a number"),
+        ("cert_header: 5\n", "expected a string"),
+        ("key: [unclosed\n", "not valid YAML"),
+    ],
+)
+def test_bad_files_are_reported(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[")):
+        load_settings(write_config(tmp_path, text), {}, {})
+
+
+def test_validate_config_command(
+    tmp_path: Path, pki: LabPki, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bundle = tmp_path / "bundle.pem"
+    bundle.write_bytes(pem_bundle(pki.root.cert, pki.issuing.cert))
+    good = write_config(tmp_path, f"trust_bundle: {bundle}\nallowed_issuers: ['{ISSUER}']\n")
+    assert main(["validate-config", str(good)]) == 0
+    assert "ok (2 CA certificates, 1 allowed issuers)" in capsys.readouterr().out
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(f"trust_bundle: {tmp_path / 'missing.pem'}\nallowed_issuers: ['{ISSUER}']\n")
+    assert main(["validate-config", str(bad)]) == 2
+    assert "missing.pem" in capsys.readouterr().err
