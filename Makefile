@@ -7,6 +7,7 @@ ENVOY_OLDEST := 1.36.2
 ENVOY_OLDEST_DIR := $(VENV)/envoy-$(ENVOY_OLDEST)
 STAMP := $(VENV)/.installed
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
+CODE := authz tests $(wildcard benchmarks)
 
 .PHONY: install system-deps lint format test unit e2e demo clean
 
@@ -27,13 +28,13 @@ system-deps:
 	fi
 
 lint: install
-	$(BIN)/ruff check authz tests benchmarks
-	$(BIN)/ruff format --check authz tests benchmarks
+	$(BIN)/ruff check $(CODE)
+	$(BIN)/ruff format --check $(CODE)
 	$(BIN)/mypy
 
 format: install
-	$(BIN)/ruff format authz tests benchmarks
-	$(BIN)/ruff check --fix authz tests benchmarks
+	$(BIN)/ruff format $(CODE)
+	$(BIN)/ruff check --fix $(CODE)
 
 test: lint
 	MTLS_AUTHZ_TEST_ENVOYS="$(BIN)/envoy $(ENVOY_OLDEST_DIR)/envoy/_bin/envoy" $(BIN)/pytest
