@@ -117,7 +117,7 @@ def make_leaf(
     common_name: str,
     issuer: Identity,
     *,
-    server: bool = False,
+    usages: Sequence[x509.ObjectIdentifier] = (ExtendedKeyUsageOID.CLIENT_AUTH,),
     dns_names: Sequence[str] = (),
     ips: Sequence[str] = (),
     ocsp_url: str | None = None,
@@ -125,11 +125,10 @@ def make_leaf(
     not_after: dt.datetime | None = None,
     serial: int | None = None,
 ) -> Identity:
-    """An end-entity certificate for a client (default) or a TLS server."""
+    """An end-entity certificate: a TLS client by default; `usages` sets the extended key usages."""
     key = new_key()
     not_before = not_before or _now() - dt.timedelta(hours=1)
     not_after = not_after or _now() + dt.timedelta(days=365)
-    usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
     builder = (
         x509.CertificateBuilder()
         .subject_name(
@@ -146,7 +145,7 @@ def make_leaf(
         .not_valid_before(not_before)
         .not_valid_after(not_after)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        .add_extension(x509.ExtendedKeyUsage(list(usages)), critical=False)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.key.public_key()),
@@ -209,9 +208,36 @@ class LabPki:
             foreign_root=foreign_root,
             foreign=make_ca(cls.ISSUING_DN, foreign_root),
             server=make_leaf(
-                "localhost", root, server=True, dns_names=["localhost"], ips=["127.0.0.1"]
+                "localhost",
+                root,
+                usages=[ExtendedKeyUsageOID.SERVER_AUTH],
+                dns_names=["localhost"],
+                ips=["127.0.0.1"],
             ),
         )
 
-    def client(self, name: str, issuer: Identity | None = None, **kwargs: object) -> Identity:
-        return make_leaf(name, issuer or self.issuing, **kwargs)  # type: ignore[arg-type]
+    def client(
+        self,
+        name: str,
+        issuer: Identity | None = None,
+        *,
+        ocsp_url: str | None = None,
+        not_before: dt.datetime | None = None,
+        not_after: dt.datetime | None = None,
+    ) -> Identity:
+        """A client certificate, from the allowed issuing CA unless `issuer` says otherwise."""
+        return make_leaf(
+            name,
+            issuer or self.issuing,
+            ocsp_url=ocsp_url,
+            not_before=not_before,
+            not_after=not_after,
+        )
+
+
+def make_ocsp_signer(
+    issuer: Identity, name: str = "OCSP Responder", *, with_eku: bool = True
+) -> Identity:
+    """A delegated OCSP responder certificate issued by `issuer` (RFC 6960 §4.2.2.2)."""
+    usages = [ExtendedKeyUsageOID.OCSP_SIGNING] if with_eku else [ExtendedKeyUsageOID.CLIENT_AUTH]
+    return make_leaf(name, issuer, usages=usages)

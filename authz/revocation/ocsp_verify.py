@@ -1,0 +1,304 @@
+"""OCSP requests and response verification (RFC 6960). Pure: bytes and certificates in, status out.
+
+cryptography parses OCSP responses but does not verify them. Every rule here is checked explicitly,
+and anything that is not a proven, fresh answer about exactly the certificate asked for raises
+OcspError. `now` is a parameter so recorded responses from any year can be verified.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from dataclasses import dataclass
+from enum import StrEnum
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa
+from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509 import ocsp
+from cryptography.x509.oid import ExtendedKeyUsageOID, OCSPExtensionOID
+
+from authz.names import name_key
+from authz.trust import issued
+
+NONCE_BYTES = 32
+# Extensions this verifier understands; any other marked critical makes the response unusable.
+_KNOWN_EXTENSIONS = frozenset({OCSPExtensionOID.NONCE})
+
+
+class OcspFailure(StrEnum):
+    """Why no status could be established. Also the metric/log vocabulary for OCSP outcomes."""
+
+    UNPARSABLE = "unparsable"
+    UNSUCCESSFUL = (
+        "unsuccessful"  # malformedRequest, internalError, tryLater, sigRequired, unauthorized
+    )
+    SIGNER_NOT_FOUND = "signer_not_found"
+    UNAUTHORIZED_SIGNER = "unauthorized_signer"
+    BAD_SIGNATURE = "bad_signature"
+    CERT_ID_MISMATCH = "cert_id_mismatch"
+    NOT_YET_VALID = "not_yet_valid"
+    STALE = "stale"
+    BAD_VALIDITY = "bad_validity"
+    NONCE_MISMATCH = "nonce_mismatch"
+    CRITICAL_EXTENSION = "critical_extension"
+    UNSUPPORTED = "unsupported"
+    # Transport failures, raised by the fetcher.
+    HTTP_ERROR = "http_error"
+    TIMEOUT = "timeout"
+    TOO_LARGE = "too_large"
+    NETWORK = "network"
+
+
+class OcspError(Exception):
+    def __init__(self, failure: OcspFailure, detail: str) -> None:
+        super().__init__(f"{failure.value}: {detail}")
+        self.failure = failure
+        self.detail = detail
+
+
+class CertStatus(StrEnum):
+    GOOD = "good"
+    REVOKED = "revoked"
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True)
+class CertId:
+    """RFC 6960 CertID: what a SingleResponse must match, field by field."""
+
+    hash_algorithm: str
+    issuer_name_hash: bytes
+    issuer_key_hash: bytes
+    serial_number: int
+
+
+@dataclass(frozen=True)
+class OcspQuery:
+    """A request ready to send, and what its answer must match."""
+
+    der: bytes
+    cert_id: CertId
+    nonce: bytes | None
+
+
+@dataclass(frozen=True)
+class OcspStatus:
+    """A verified answer."""
+
+    status: CertStatus
+    this_update: dt.datetime
+    next_update: dt.datetime | None
+    valid_until: dt.datetime
+    """nextUpdate, or thisUpdate + max_age when the responder gave none."""
+    revocation_time: dt.datetime | None = None
+    revocation_reason: str | None = None
+    produced_at: dt.datetime | None = None
+
+
+HASHES: dict[str, hashes.HashAlgorithm] = {"sha1": hashes.SHA1(), "sha256": hashes.SHA256()}  # noqa: S303 - SHA-1 CertIDs are what RFC 5019/9919 responders expect
+
+
+def build_query(
+    cert: x509.Certificate,
+    issuer: x509.Certificate,
+    hash_name: str = "sha1",
+    with_nonce: bool = False,
+) -> OcspQuery:
+    """The OCSP request for `cert`. `issuer` must already be proven (trust.issued) by the caller."""
+    builder = ocsp.OCSPRequestBuilder().add_certificate(cert, issuer, HASHES[hash_name])
+    nonce = os.urandom(NONCE_BYTES) if with_nonce else None
+    if nonce is not None:
+        builder = builder.add_extension(x509.OCSPNonce(nonce), critical=False)
+    request = builder.build()
+    cert_id = CertId(
+        request.hash_algorithm.name,
+        request.issuer_name_hash,
+        request.issuer_key_hash,
+        request.serial_number,
+    )
+    return OcspQuery(request.public_bytes(Encoding.DER), cert_id, nonce)
+
+
+def verify_response(
+    der: bytes,
+    query: OcspQuery,
+    issuer: x509.Certificate,
+    now: dt.datetime,
+    *,
+    skew: dt.timedelta = dt.timedelta(seconds=300),
+    max_age: dt.timedelta = dt.timedelta(seconds=300),
+) -> OcspStatus:
+    """Verify `der` as the answer to `query` about a certificate issued by `issuer`."""
+    response = _parse(der)
+    signer = find_signer(response, issuer)
+    _check_signer_authorized(signer, issuer, now)
+    check_signature(response, signer)
+    _check_critical_extensions(response.extensions, "response")
+    _check_nonce(response, query.nonce)
+    single = _matching_single_response(response, query.cert_id)
+    _check_critical_extensions(_single_extensions(response), "single response")
+    return _status(single, now, skew, max_age, response.produced_at_utc)
+
+
+def _parse(der: bytes) -> ocsp.OCSPResponse:
+    try:
+        response = ocsp.load_der_ocsp_response(der)
+    except ValueError as e:
+        raise OcspError(OcspFailure.UNPARSABLE, f"not an OCSP response ({e})") from None
+    if response.response_status is not ocsp.OCSPResponseStatus.SUCCESSFUL:
+        raise OcspError(OcspFailure.UNSUCCESSFUL, f"responder said {response.response_status.name}")
+    return response
+
+
+def find_signer(response: ocsp.OCSPResponse, issuer: x509.Certificate) -> x509.Certificate:
+    """The certificate named by the ResponderID, among the issuer and the response's certificates."""
+    for candidate in (issuer, *response.certificates):
+        if response.responder_key_hash is not None:
+            if _key_hash(candidate) == response.responder_key_hash:
+                return candidate
+        elif response.responder_name is not None and name_key(candidate.subject) == name_key(
+            response.responder_name
+        ):
+            return candidate
+    raise OcspError(OcspFailure.SIGNER_NOT_FOUND, "no certificate matches the responder ID")
+
+
+def _key_hash(cert: x509.Certificate) -> bytes:
+    """SHA-1 of the subjectPublicKey BIT STRING: RFC 6960's ResponderID byKey."""
+    return x509.SubjectKeyIdentifier.from_public_key(cert.public_key()).digest
+
+
+def _check_signer_authorized(
+    signer: x509.Certificate, issuer: x509.Certificate, now: dt.datetime
+) -> None:
+    """The issuer itself, or a delegate it issued for OCSP signing that is valid now."""
+    if signer == issuer:
+        return
+    if not issued(signer, issuer):
+        raise OcspError(
+            OcspFailure.UNAUTHORIZED_SIGNER, "the signing certificate was not issued by the CA"
+        )
+    try:
+        usages = signer.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except x509.ExtensionNotFound:
+        usages = x509.ExtendedKeyUsage([])
+    if ExtendedKeyUsageOID.OCSP_SIGNING not in usages:
+        raise OcspError(
+            OcspFailure.UNAUTHORIZED_SIGNER, "the signing certificate lacks id-kp-OCSPSigning"
+        )
+    if not signer.not_valid_before_utc <= now <= signer.not_valid_after_utc:
+        raise OcspError(
+            OcspFailure.UNAUTHORIZED_SIGNER, "the signing certificate is outside its validity"
+        )
+
+
+def check_signature(response: ocsp.OCSPResponse, signer: x509.Certificate) -> None:
+    try:
+        verify_signature(
+            signer.public_key(),
+            response.signature,
+            response.tbs_response_bytes,
+            response.signature_hash_algorithm,
+        )
+    except (InvalidSignature, UnsupportedAlgorithm, TypeError, ValueError) as e:
+        raise OcspError(OcspFailure.BAD_SIGNATURE, f"signature does not verify ({e!r})") from None
+
+
+def verify_signature(
+    key: object, signature: bytes, data: bytes, hash_algorithm: hashes.HashAlgorithm | None
+) -> None:
+    """Verify a PKCS#1 v1.5 RSA, ECDSA or EdDSA signature; raises InvalidSignature."""
+    if isinstance(key, ed25519.Ed25519PublicKey | ed448.Ed448PublicKey):
+        key.verify(signature, data)
+        return
+    if hash_algorithm is None:
+        raise UnsupportedAlgorithm("no hash algorithm for this signature")
+    if isinstance(key, rsa.RSAPublicKey):
+        key.verify(signature, data, padding.PKCS1v15(), hash_algorithm)
+    elif isinstance(key, ec.EllipticCurvePublicKey):
+        key.verify(signature, data, ec.ECDSA(hash_algorithm))
+    else:
+        raise UnsupportedAlgorithm(f"unsupported signer key type {type(key).__name__}")
+
+
+def _check_critical_extensions(extensions: x509.Extensions, where: str) -> None:
+    for extension in extensions:
+        if extension.critical and extension.oid not in _KNOWN_EXTENSIONS:
+            raise OcspError(
+                OcspFailure.CRITICAL_EXTENSION,
+                f"unknown critical extension {extension.oid.dotted_string} in the {where}",
+            )
+
+
+def _check_nonce(response: ocsp.OCSPResponse, nonce: bytes | None) -> None:
+    if nonce is None:
+        return
+    try:
+        echoed = response.extensions.get_extension_for_class(x509.OCSPNonce).value.nonce
+    except x509.ExtensionNotFound:
+        raise OcspError(
+            OcspFailure.NONCE_MISMATCH, "the response does not echo the nonce"
+        ) from None
+    if echoed != nonce:
+        raise OcspError(OcspFailure.NONCE_MISMATCH, "the response echoes a different nonce")
+
+
+def _single_extensions(response: ocsp.OCSPResponse) -> x509.Extensions:
+    """cryptography exposes singleExtensions only when there is one SingleResponse.
+
+    With several, their critical extensions cannot be checked, so the response is refused. We ask
+    about one certificate, and RFC 5019 responders answer with exactly one.
+    """
+    try:
+        return response.single_extensions
+    except ValueError:
+        raise OcspError(
+            OcspFailure.UNSUPPORTED, "more than one SingleResponse in the response"
+        ) from None
+
+
+def _matching_single_response(
+    response: ocsp.OCSPResponse, wanted: CertId
+) -> ocsp.OCSPSingleResponse:
+    """The SingleResponse whose whole CertID equals the request's (never the serial alone)."""
+    for single in response.responses:
+        got = CertId(
+            single.hash_algorithm.name,
+            single.issuer_name_hash,
+            single.issuer_key_hash,
+            single.serial_number,
+        )
+        if got == wanted:
+            return single
+    raise OcspError(OcspFailure.CERT_ID_MISMATCH, "no answer for the certificate asked about")
+
+
+def _status(
+    single: ocsp.OCSPSingleResponse,
+    now: dt.datetime,
+    skew: dt.timedelta,
+    max_age: dt.timedelta,
+    produced_at: dt.datetime,
+) -> OcspStatus:
+    this_update, next_update = single.this_update_utc, single.next_update_utc
+    if this_update > now + skew:
+        raise OcspError(OcspFailure.NOT_YET_VALID, f"thisUpdate {this_update} is in the future")
+    if next_update is not None and next_update < this_update:
+        raise OcspError(OcspFailure.BAD_VALIDITY, "nextUpdate is before thisUpdate")
+    valid_until = next_update if next_update is not None else this_update + max_age
+    if now > valid_until + skew:
+        raise OcspError(OcspFailure.STALE, f"the answer expired at {valid_until}")
+    status = CertStatus(single.certificate_status.name.lower())
+    reason = single.revocation_reason
+    return OcspStatus(
+        status=status,
+        this_update=this_update,
+        next_update=next_update,
+        valid_until=valid_until,
+        revocation_time=single.revocation_time_utc,
+        revocation_reason=reason.value if reason is not None else None,
+        produced_at=produced_at,
+    )
