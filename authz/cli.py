@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
         kwargs: dict[str, Any] = {"dest": option.key, "default": None, "help": option.help}
         if option.kind is list:
             kwargs["action"] = "append"
+        elif option.kind is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
         if option.choices:
             kwargs["choices"] = option.choices
         serve.add_argument(option.flag_name, **kwargs)
@@ -42,6 +45,27 @@ def build_parser() -> argparse.ArgumentParser:
         "validate-config", help="Check a configuration file (and the files it names) and exit."
     )
     validate.add_argument("config", type=Path)
+
+    check = commands.add_parser(
+        "check",
+        help="Print one certificate's OCSP status (exit 0 good, 1 revoked, 2 unknown, 3 error).",
+    )
+    check.add_argument(
+        "cert", type=Path, help="Certificate (PEM, optionally followed by its chain, or DER)."
+    )
+    source = check.add_mutually_exclusive_group()
+    source.add_argument(
+        "--issuer", type=Path, help="The issuer's certificate; it must have signed CERT."
+    )
+    source.add_argument("--trust-bundle", type=Path, help="Find the issuer among these CAs.")
+    check.add_argument("--url", help="Responder URL (default: the certificate's AIA).")
+    check.add_argument(
+        "--respin", type=Path, help="Verify this saved response (DER or base64) instead."
+    )
+    check.add_argument("--at", type=_timestamp, help="Verify as of this time (ISO 8601).")
+    check.add_argument("--hash", choices=("sha1", "sha256"), default="sha1", help="CertID hash.")
+    check.add_argument("--nonce", action="store_true", help="Send a nonce.")
+    check.add_argument("--timeout", type=float, default=5.0, help="Seconds for the request.")
 
     demo = commands.add_parser("demo", help="Run the local demo stack (PKI, Envoy, backend).")
     demo.add_argument("--once", action="store_true", help="Run the checks once and exit.")
@@ -54,11 +78,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _serve(args)
     if args.command == "validate-config":
         return _validate_config(args.config)
+    if args.command == "check":
+        from authz.check_command import CheckArgs, run_check
+
+        return run_check(
+            CheckArgs(
+                cert=args.cert, issuer=args.issuer, trust_bundle=args.trust_bundle, url=args.url,
+                respin=args.respin, at=args.at, hash_name=args.hash, nonce=args.nonce,
+                timeout=args.timeout,
+            )
+        )  # fmt: skip
     if args.command == "demo":
         from authz.demo.run import run_demo
 
         return int(run_demo(once=args.once))
     raise AssertionError(args.command)
+
+
+def _timestamp(text: str) -> datetime:
+    """ISO 8601; a time without a zone is UTC."""
+    value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def _load(config: Path | None, flags: dict[str, Any]) -> Settings:
@@ -86,14 +126,15 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _validate_config(path: Path) -> int:
-    from authz.server.app import build_runtime
+    from authz.server.app import load_state, ocsp_config
 
     try:
         settings = _load(path, {})
-        runtime = build_runtime(settings)
+        state = load_state(settings)
+        ocsp_config(settings)
     except (ConfigError, TrustBundleError, ValueError) as e:
         print(f"{path}: invalid: {e}", file=sys.stderr)
         return EXIT_CONFIG_ERROR
-    count = len(runtime.state.trust.certificates)
+    count = len(state.trust.certificates)
     print(f"{path}: ok ({count} CA certificates, {len(settings.allowed_issuers)} allowed issuers)")
     return 0

@@ -35,6 +35,10 @@ class Decision:
     message: str = ""
     leaf: x509.Certificate | None = None
     issuer: x509.Certificate | None = None
+    upstream_headers: tuple[tuple[str, str], ...] = ()
+    """Headers to set upstream besides the certificate header (allow only)."""
+    revocation: str | None = None
+    """What the revocation check found: good, revoked, unknown, unchecked, off; or a failure."""
 
     @classmethod
     def deny(cls, denied: Denied, leaf: x509.Certificate | None = None) -> Decision:

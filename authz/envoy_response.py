@@ -80,10 +80,12 @@ class ResponseBuilder:
     cert_header: str
     cert_header_format: CertHeaderFormat
     deny_status: int
+    retry_after: int = 5
+    """Seconds a client is told to wait after `revocation_check_failed`."""
 
     def build(self, decision: Decision) -> external_auth_pb2.CheckResponse:
         if decision.allowed and decision.leaf is not None:
-            return self.allow(decision.leaf)
+            return self.allow(decision.leaf, decision.upstream_headers)
         return self.deny(decision.reason or Reason.INTERNAL_ERROR, decision.message)
 
     def allow(
@@ -111,10 +113,16 @@ class ResponseBuilder:
             status=status_pb2.Status(code=grpc_code, message=reason.value),
             denied_response=external_auth_pb2.DeniedHttpResponse(
                 status=http_status_pb2.HttpStatus(code=http_status),
-                headers=[
-                    overwrite("content-type", "application/json"),
-                    overwrite(REASON_HEADER, reason.value),
-                ],
+                headers=self._deny_headers(reason),
                 body=body,
             ),
         )
+
+    def _deny_headers(self, reason: Reason) -> list[base_pb2.HeaderValueOption]:
+        headers = [
+            overwrite("content-type", "application/json"),
+            overwrite(REASON_HEADER, reason.value),
+        ]
+        if reason is Reason.REVOCATION_CHECK_FAILED:
+            headers.append(overwrite("retry-after", str(self.retry_after)))
+        return headers

@@ -83,8 +83,31 @@ def _check_positive(value: float) -> str | None:
     return None if value > 0 else "must be greater than 0"
 
 
+def _check_not_negative(value: float) -> str | None:
+    return None if value >= 0 else "must not be negative"
+
+
 def _check_required_path(value: str) -> str | None:
     return None if value else "is required"
+
+
+def split_responder_override(text: str) -> tuple[str, str]:
+    """`ISSUER_DN=URL` → (DN, URL). The DN holds `=` too, so split where the URL begins."""
+    for scheme in ("=https://", "=http://"):
+        dn, sep, rest = text.partition(scheme)
+        if sep:
+            return dn.strip(), scheme[1:] + rest.strip()
+    raise ValueError(f"expected ISSUER_DN=http(s)://URL, got {text!r}")
+
+
+def _check_responders(values: list[str]) -> str | None:
+    for value in values:
+        try:
+            dn, _ = split_responder_override(value)
+            parse_dn(dn)
+        except ValueError as e:
+            return str(e)
+    return None
 
 
 @dataclass(frozen=True)
@@ -106,61 +129,53 @@ class Option:
         return ENV_PREFIX + self.key.upper()
 
 
+# fmt: off
 OPTIONS: tuple[Option, ...] = (
-    Option(
-        "listen",
-        str,
-        "127.0.0.1:9191",
-        "gRPC listen address for Envoy's ext_authz calls.",
-        check=_check_listen,
-    ),
-    Option(
-        "metrics_listen",
-        str,
-        "",
-        "HTTP listen address for /metrics, /healthz and /readyz (empty: off).",
-        check=_check_optional_listen,
-    ),
-    Option(
-        "trust_bundle",
-        str,
-        "",
-        "PEM file of the CA certificates that may issue client certificates.",
-        check=_check_required_path,
-    ),
-    Option(
-        "allowed_issuers",
-        list,
-        [],
-        "Issuer DN allowed to issue client certificates (RFC 4514 or /slash/ form).",
-        flag="--allowed-issuer",
-        check=_check_issuers,
-    ),
-    Option(
-        "cert_header",
-        str,
-        "X-Client-Cert",
-        "Upstream header that carries the client certificate.",
-        check=_check_header,
-    ),
-    Option(
-        "cert_header_format",
-        str,
-        CertHeaderFormat.BASE64_DER.value,
-        "Encoding of the certificate header.",
-        choices=tuple(f.value for f in CertHeaderFormat),
-    ),
+    Option("listen", str, "127.0.0.1:9191", "gRPC listen address for Envoy's ext_authz calls.",
+           check=_check_listen),
+    Option("metrics_listen", str, "",
+           "HTTP listen address for /metrics, /healthz and /readyz (empty: off).",
+           check=_check_optional_listen),
+    Option("trust_bundle", str, "",
+           "PEM file of the CA certificates that may issue client certificates.",
+           check=_check_required_path),
+    Option("allowed_issuers", list, [],
+           "Issuer DN allowed to issue client certificates (RFC 4514 or /slash/ form).",
+           flag="--allowed-issuer", check=_check_issuers),
+    Option("cert_header", str, "X-Client-Cert",
+           "Upstream header that carries the client certificate.", check=_check_header),
+    Option("cert_header_format", str, CertHeaderFormat.BASE64_DER.value,
+           "Encoding of the certificate header.", choices=tuple(f.value for f in CertHeaderFormat)),
     Option("deny_status", int, 400, "HTTP status of a refused request.", check=_check_deny_status),
     Option("log_level", str, "info", "Log level.", choices=("debug", "info", "warning", "error")),
     Option("log_format", str, "json", "Log format.", choices=("json", "text")),
-    Option(
-        "shutdown_grace",
-        float,
-        5.0,
-        "Seconds in-flight checks get to finish after SIGTERM.",
-        check=_check_positive,
-    ),
+    Option("shutdown_grace", float, 5.0,
+           "Seconds in-flight checks get to finish after SIGTERM.", check=_check_positive),
+    Option("ocsp", str, "require",
+           "Revocation checking: require (fail closed), soft-fail, or off.",
+           choices=("require", "soft-fail", "off")),
+    Option("ocsp_timeout", float, 2.0,
+           "Seconds for one OCSP request, connecting to last byte.", check=_check_positive),
+    Option("ocsp_cache_max_age", float, 300.0,
+           "Longest a good or unknown OCSP answer is served (bounds how long a revocation goes "
+           "unseen).", check=_check_positive),
+    Option("ocsp_failure_cache", float, 5.0,
+           "Seconds a failed OCSP check is remembered, so a dead responder is not hammered.",
+           check=_check_not_negative),
+    Option("ocsp_cache_size", int, 100_000, "Most OCSP answers kept.", check=_check_positive),
+    Option("ocsp_responders", list, [],
+           "Responder for an issuer, overriding the certificate's AIA: ISSUER_DN=URL.",
+           flag="--ocsp-responder", check=_check_responders),
+    Option("ocsp_nonce", bool, False,
+           "Send an RFC 8954 nonce (answers then cannot be cached by the responder)."),
+    Option("ocsp_hash", str, "sha1", "CertID hash algorithm.", choices=("sha1", "sha256")),
+    Option("ocsp_skew", float, 300.0,
+           "Seconds of clock skew tolerated on thisUpdate and nextUpdate.",
+           check=_check_not_negative),
+    Option("ocsp_responder_concurrency", int, 32,
+           "Most requests in flight to one responder.", check=_check_positive),
 )
+# fmt: on
 OPTIONS_BY_KEY = {option.key: option for option in OPTIONS}
 
 
@@ -176,6 +191,16 @@ class Settings:
     log_level: str
     log_format: str
     shutdown_grace: float
+    ocsp: str
+    ocsp_timeout: float
+    ocsp_cache_max_age: float
+    ocsp_failure_cache: float
+    ocsp_cache_size: int
+    ocsp_responders: tuple[str, ...]
+    ocsp_nonce: bool
+    ocsp_hash: str
+    ocsp_skew: float
+    ocsp_responder_concurrency: int
 
     def redacted(self) -> dict[str, Any]:
         """The effective configuration for the startup log line (it holds no secrets)."""
@@ -208,6 +233,7 @@ def load_settings(
     if problems:
         raise ConfigError("; ".join(problems))
     values["allowed_issuers"] = tuple(values["allowed_issuers"])
+    values["ocsp_responders"] = tuple(values["ocsp_responders"])
     values["cert_header_format"] = CertHeaderFormat(values["cert_header_format"])
     return Settings(**values)
 

@@ -1,10 +1,20 @@
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
-from authz.demo.pki import LabPki
+from authz.demo.ocsp_responder import OcspResponder
+from authz.demo.pki import LabPki, make_ocsp_signer
 
 
 @pytest.fixture(scope="session")
 def pki() -> LabPki:
     return LabPki.create()
+
+
+@pytest.fixture(scope="session")
+def responder(pki: LabPki) -> Iterator[OcspResponder]:
+    """The project's test responder for the issuing CA: every certificate good unless revoked."""
+    with OcspResponder(pki.issuing, make_ocsp_signer(pki.issuing)) as running:
+        yield running

@@ -14,6 +14,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 from urllib.parse import unquote
 
 from aiohttp import web
@@ -52,7 +53,7 @@ def build_response(
     *,
     status: CertStatus = CertStatus.GOOD,
     this_update: dt.datetime | None = None,
-    next_update: dt.datetime | None | bool = True,
+    next_update: dt.datetime | bool | None = True,
     revocation_time: dt.datetime | None = None,
     revocation_reason: x509.ReasonFlags | None = None,
     hash_name: str = "sha1",
@@ -75,7 +76,7 @@ def build_response(
     if status is CertStatus.REVOKED and revocation_time is None:
         revocation_time = this_update - dt.timedelta(hours=1)
     builder = ocsp.OCSPResponseBuilder()
-    common = {
+    common: dict[str, Any] = {
         "cert_status": _OCSP_STATUS[status],
         "this_update": this_update,
         "next_update": next_update,
@@ -109,9 +110,7 @@ def build_response(
 
 
 def unsuccessful(status: ocsp.OCSPResponseStatus) -> bytes:
-    return ocsp.OCSPResponseBuilder.build_unsuccessful(status).public_bytes(
-        Encoding.DER
-    )
+    return ocsp.OCSPResponseBuilder.build_unsuccessful(status).public_bytes(Encoding.DER)
 
 
 class Mode(StrEnum):

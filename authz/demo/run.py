@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import base64
-import shlex
 import signal
+import subprocess
+import sys
 import tempfile
 import threading
 from collections.abc import Callable
@@ -13,6 +14,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from authz.demo.openssl_ocsp import OpensslCa, OpensslResponder
 from authz.demo.pki import Identity, LabPki
 from authz.demo.stack import HttpResult, LocalStack
 
@@ -44,19 +46,43 @@ def _denied(reason: str) -> Callable[[HttpResult], bool]:
     return check
 
 
-def scenarios(pki: LabPki) -> list[Scenario]:
-    good = pki.client("demo-good-client")
-    other = pki.client("demo-other-client", pki.other)
+@dataclass(frozen=True)
+class Clients:
+    good: Identity
+    revoked: Identity
+    other: Identity
+
+
+def make_clients(pki: LabPki, ca: OpensslCa, ocsp_url: str) -> Clients:
+    """Clients whose AIA points at the responder; the CA database knows good and revoked."""
+    clients = Clients(
+        good=pki.client("demo-good-client", ocsp_url=ocsp_url),
+        revoked=pki.client("demo-revoked-client", ocsp_url=ocsp_url),
+        other=pki.client("demo-other-client", pki.other, ocsp_url=ocsp_url),
+    )
+    ca.add_valid(clients.good)
+    ca.add_valid(clients.revoked)
+    ca.revoke(clients.revoked)
+    return clients
+
+
+def scenarios(clients: Clients) -> list[Scenario]:
     return [
         Scenario(
-            "client from the allowed issuer",
-            good,
-            _forwards_certificate(good),
+            "client from the allowed issuer, good at the OCSP responder",
+            clients.good,
+            _forwards_certificate(clients.good),
             "200, and the backend receives X-Client-Cert with the client's DER",
         ),
         Scenario(
+            "client from the allowed issuer, revoked with openssl ca -revoke",
+            clients.revoked,
+            _denied("certificate_revoked"),
+            "400 with reason certificate_revoked",
+        ),
+        Scenario(
             "client from a CA under the same root that is not allowed",
-            other,
+            clients.other,
             _denied("issuer_not_allowed"),
             "400 with reason issuer_not_allowed",
         ),
@@ -83,24 +109,38 @@ def _show(stack: LocalStack, scenario: Scenario) -> bool:
     return ok
 
 
+def _show_check(stack: LocalStack, client: Identity, expected_exit: int) -> bool:
+    cert, _ = stack.client_files(client)
+    bundle = stack.workdir / "trust-bundle.pem"
+    argv = [sys.executable, "-m", "authz", "check", str(cert), "--trust-bundle", str(bundle)]
+    print(f"\n$ mtls-authz check {cert} --trust-bundle {bundle}")
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+    print(done.stdout.rstrip() or done.stderr.rstrip())
+    ok = done.returncode == expected_exit
+    print(f"exit {done.returncode}, expected {expected_exit}: {'OK' if ok else 'FAILED'}")
+    return ok
+
+
 def run_demo(once: bool = False) -> int:
     """Start the stack, run the scenarios; with `once`, exit 0 only if every expectation held."""
     pki = LabPki.create()
     with tempfile.TemporaryDirectory(prefix="mtls-authz-demo-") as tmp:
         workdir = Path(tmp)
-        with LocalStack(workdir, pki) as stack:
-            print(f"stack up in {workdir}: Envoy {stack.url} → mtls-authz → echo backend")
-            results = [_show(stack, s) for s in scenarios(pki)]
+        ca = OpensslCa(workdir / "ca", pki.issuing)
+        responder = OpensslResponder(ca, workdir / "openssl-ocsp.log")
+        clients = make_clients(pki, ca, responder.url)
+        with responder, LocalStack(workdir, pki) as stack:
+            print(f"stack up in {workdir}:")
+            print(f"  Envoy {stack.url} → mtls-authz → echo backend")
+            print(f"  OCSP: openssl ocsp on {responder.url} (named in each client's AIA)")
+            results = [_show(stack, s) for s in scenarios(clients)]
+            results.append(_show_check(stack, clients.good, 0))
+            results.append(_show_check(stack, clients.revoked, 1))
             passed = all(results)
             print(f"\n{sum(results)}/{len(results)} expectations held")
             if once:
                 return 0 if passed else 1
             print("\nThe stack keeps running; try the curl commands above. Ctrl-C stops it.")
-            print(
-                "Example: "
-                + shlex.join(["curl", "-k", stack.url])
-                + "  (no client cert: TLS refused)"
-            )
             _wait_for_interrupt()
     return 0
 

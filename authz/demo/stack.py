@@ -60,6 +60,8 @@ class LocalStack:
     trust_bundle: Sequence[Identity] = ()
     """CAs mtls-authz trusts; default: the lab root and both lab CAs under it."""
     allowed_issuers: Sequence[str] = (LabPki.ISSUING_DN,)
+    ocsp_override: str | None = None
+    """Responder URL for the issuing CA, overriding AIA (`--ocsp-responder`)."""
 
     def __post_init__(self) -> None:
         self.ports = {
@@ -124,6 +126,8 @@ class LocalStack:
         ]
         for dn in self.allowed_issuers:
             argv += ["--allowed-issuer", dn]
+        if self.ocsp_override:
+            argv += ["--ocsp-responder", f"{LabPki.ISSUING_DN}={self.ocsp_override}"]
         return [*argv, *self.authz_args]
 
     def start_authz(self) -> Process:

@@ -154,7 +154,7 @@ def _parse(der: bytes) -> ocsp.OCSPResponse:
 
 
 def find_signer(response: ocsp.OCSPResponse, issuer: x509.Certificate) -> x509.Certificate:
-    """The certificate named by the ResponderID, among the issuer and the response's certificates."""
+    """The certificate the ResponderID names, among the issuer and the response's certificates."""
     for candidate in (issuer, *response.certificates):
         if response.responder_key_hash is not None:
             if _key_hash(candidate) == response.responder_key_hash:

@@ -14,7 +14,8 @@ from typing import Any
 
 from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 
-from authz.decide import CheckInput, Decision, State, decide
+from authz.authorize import Authorizer
+from authz.decide import CheckInput, Decision
 from authz.envoy_response import ResponseBuilder
 from authz.names import display
 from authz.reasons import Reason
@@ -29,7 +30,7 @@ INTERNAL_ERROR_MESSAGE = "The authorization service failed; the request was refu
 class Runtime:
     """What one Check reads, swapped as a whole so a Check never sees half of a reload."""
 
-    state: State
+    authorizer: Authorizer
     responses: ResponseBuilder
 
 
@@ -62,7 +63,7 @@ class AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):  # ty
     ) -> external_auth_pb2.CheckResponse:
         runtime = self._runtime()
         try:
-            decision = decide(check_input(request), runtime.state, datetime.now(UTC))
+            decision = await runtime.authorizer.authorize(check_input(request), datetime.now(UTC))
         except Exception:
             log.exception("check failed", extra={"reason": Reason.INTERNAL_ERROR.value})
             decision = Decision(False, Reason.INTERNAL_ERROR, INTERNAL_ERROR_MESSAGE)
@@ -85,4 +86,6 @@ def log_decision(decision: Decision, request: external_auth_pb2.CheckRequest) ->
         fields["subject"] = display(decision.leaf.subject)
         fields["issuer"] = display(decision.leaf.issuer)
         fields["serial"] = format(decision.leaf.serial_number, "x")
+    if decision.revocation is not None:
+        fields["revocation"] = decision.revocation
     log.log(level, decision.message or "allowed", extra=fields)

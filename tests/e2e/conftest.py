@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from authz.demo.ocsp_responder import OcspResponder
 from authz.demo.pki import LabPki
 from authz.demo.stack import LocalStack, default_envoy
 
@@ -37,7 +38,7 @@ def envoy(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture(scope="module")
 def stack(
-    envoy: str, pki: LabPki, tmp_path_factory: pytest.TempPathFactory
+    envoy: str, pki: LabPki, responder: OcspResponder, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[LocalStack]:
     """The gateway as shipped; Envoy also trusts the foreign root, so policy is mtls-authz's alone."""
     with LocalStack(
@@ -45,6 +46,7 @@ def stack(
         pki,
         envoy_binary=envoy,
         envoy_trusted=(pki.root, pki.foreign_root),
+        ocsp_override=responder.url,
     ) as running:
         yield running
 

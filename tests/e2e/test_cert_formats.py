@@ -10,6 +10,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from authz.demo.ocsp_responder import OcspResponder
 from authz.demo.pki import LabPki
 from authz.demo.stack import LocalStack
 from tests.e2e.conftest import newest_envoy
@@ -23,10 +24,14 @@ def to_der(fmt: str, value: str) -> bytes:
 
 
 @pytest.mark.parametrize("fmt", ["pem-url", "rfc9440"])
-def test_configured_header_name_and_format(fmt: str, pki: LabPki, tmp_path: Path) -> None:
+def test_configured_header_name_and_format(
+    fmt: str, pki: LabPki, responder: OcspResponder, tmp_path: Path
+) -> None:
     client = pki.client(f"e2e-{fmt}")
     args = ["--cert-header", "Client-Cert", "--cert-header-format", fmt]
-    with LocalStack(tmp_path, pki, envoy_binary=newest_envoy(), authz_args=args) as stack:
+    with LocalStack(
+        tmp_path, pki, envoy_binary=newest_envoy(), authz_args=args, ocsp_override=responder.url
+    ) as stack:
         result = stack.curl(client, "/", headers=["Client-Cert: forged"])
     assert result.status == 200
     (value,) = result.json()["headers"]["client-cert"]

@@ -8,6 +8,7 @@ import grpc
 import pytest
 from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 
+from authz.authorize import Authorizer, RevocationMode
 from authz.decide import State
 from authz.demo.pki import LabPki
 from authz.envoy_response import CertHeaderFormat, ResponseBuilder
@@ -23,8 +24,9 @@ class ExplodingBundle(TrustBundle):
 
 
 def runtime(trust: TrustBundle) -> Runtime:
+    state = State(trust, IssuerPolicy.from_dns([LabPki.ISSUING_DN]))
     return Runtime(
-        State(trust, IssuerPolicy.from_dns([LabPki.ISSUING_DN])),
+        Authorizer(state, None, RevocationMode.OFF),
         ResponseBuilder("X-Client-Cert", CertHeaderFormat.BASE64_DER, 400),
     )
 

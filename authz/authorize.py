@@ -1,0 +1,104 @@
+"""One Check, start to end: the pure decision, then the revocation check, then the final verdict.
+
+The revocation policy (`require`, `soft-fail`, `off`) is applied here and only here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import datetime
+from enum import StrEnum
+
+from authz.decide import CheckInput, Decision, State, decide
+from authz.reasons import Reason
+from authz.revocation.checker import OcspChecker, OcspOutcome
+from authz.revocation.ocsp_verify import CertStatus
+
+REVOCATION_HEADER = "x-mtls-authz-revocation"
+
+
+class RevocationMode(StrEnum):
+    REQUIRE = "require"
+    """No verified answer, no entry (503 when the responder fails)."""
+    SOFT_FAIL = "soft-fail"
+    """Revoked and unknown are refused; a failed check lets the client in, marked unchecked."""
+    OFF = "off"
+
+
+class Authorizer:
+    def __init__(self, state: State, ocsp: OcspChecker | None, mode: RevocationMode) -> None:
+        if mode is not RevocationMode.OFF and ocsp is None:
+            raise ValueError("an OCSP checker is required unless revocation checking is off")
+        self.state = state
+        self.ocsp = ocsp
+        self.mode = mode
+
+    async def authorize(self, check: CheckInput, now: datetime) -> Decision:
+        decision = decide(check, self.state, now)
+        if not decision.allowed or self.ocsp is None or self.mode is RevocationMode.OFF:
+            return dataclasses.replace(decision, revocation="off") if decision.allowed else decision
+        assert decision.leaf is not None and decision.issuer is not None
+        url = self.ocsp.responder_url(decision.leaf)
+        if url is None:
+            return no_source(decision, self.mode)
+        outcome, _ = await self.ocsp.check(decision.leaf, decision.issuer, url)
+        return apply_outcome(decision, outcome, self.mode)
+
+
+def no_source(decision: Decision, mode: RevocationMode) -> Decision:
+    if mode is RevocationMode.SOFT_FAIL:
+        return _unchecked(decision)
+    return _deny(
+        decision,
+        Reason.NO_REVOCATION_SOURCE,
+        "The certificate names no OCSP responder and none is configured for its issuer.",
+        "no_source",
+    )
+
+
+def apply_outcome(decision: Decision, outcome: OcspOutcome, mode: RevocationMode) -> Decision:
+    """Turn an OCSP outcome into the verdict for an otherwise allowed request."""
+    status = outcome.status
+    if status is None:
+        failure = outcome.error.failure.value if outcome.error else "unknown_error"
+        if mode is RevocationMode.SOFT_FAIL:
+            return _unchecked(decision, failure)
+        return _deny(
+            decision,
+            Reason.REVOCATION_CHECK_FAILED,
+            f"The revocation status could not be determined ({failure}); try again later.",
+            failure,
+        )
+    if status.status is CertStatus.REVOKED:
+        when = status.revocation_time.isoformat() if status.revocation_time else "unknown time"
+        reason = f" (reason: {status.revocation_reason})" if status.revocation_reason else ""
+        return _deny(
+            decision,
+            Reason.CERTIFICATE_REVOKED,
+            f"The client certificate was revoked at {when}{reason}.",
+            "revoked",
+        )
+    if status.status is CertStatus.UNKNOWN:
+        return _deny(
+            decision,
+            Reason.CERTIFICATE_STATUS_UNKNOWN,
+            "The OCSP responder does not know the client certificate.",
+            "unknown",
+        )
+    return dataclasses.replace(
+        decision, upstream_headers=((REVOCATION_HEADER, "good"),), revocation="good"
+    )
+
+
+def _deny(decision: Decision, reason: Reason, message: str, revocation: str) -> Decision:
+    return dataclasses.replace(
+        decision, allowed=False, reason=reason, message=message, revocation=revocation
+    )
+
+
+def _unchecked(decision: Decision, failure: str = "no_source") -> Decision:
+    return dataclasses.replace(
+        decision,
+        upstream_headers=((REVOCATION_HEADER, "unchecked"),),
+        revocation=f"unchecked:{failure}",
+    )

@@ -1,0 +1,139 @@
+"""`mtls-authz check`: one certificate's OCSP status, verified exactly as the service does it.
+
+The operator's replacement for `openssl ocsp -issuer … -cert … -url …`, with the same rules as
+Check: the issuer must be proven by signature, the response fully verified. Exit codes:
+0 good, 1 revoked, 2 unknown, 3 could not determine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import datetime as dt
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+from cryptography import x509
+
+from authz.names import display, name_key
+from authz.revocation.checker import aia_ocsp_urls
+from authz.revocation.fetch import HttpFetcher
+from authz.revocation.ocsp_verify import (
+    CertStatus,
+    OcspError,
+    OcspStatus,
+    build_query,
+    verify_response,
+)
+from authz.trust import TrustBundle, TrustBundleError, issued
+
+EXIT_CODES = {CertStatus.GOOD: 0, CertStatus.REVOKED: 1, CertStatus.UNKNOWN: 2}
+EXIT_UNDETERMINED = 3
+
+
+class CheckError(Exception):
+    """The status could not be determined; the message says why."""
+
+
+@dataclass(frozen=True)
+class CheckArgs:
+    cert: Path
+    issuer: Path | None = None
+    trust_bundle: Path | None = None
+    url: str | None = None
+    respin: Path | None = None
+    at: dt.datetime | None = None
+    hash_name: str = "sha1"
+    nonce: bool = False
+    timeout: float = 5.0
+
+
+def read_certificates(path: Path) -> list[x509.Certificate]:
+    data = path.read_bytes()
+    try:
+        if b"-----BEGIN" in data:
+            return x509.load_pem_x509_certificates(data)
+        return [x509.load_der_x509_certificate(data)]
+    except ValueError as e:
+        raise CheckError(f"{path}: not a certificate ({e})") from None
+
+
+def find_issuer(
+    args: CheckArgs, leaf: x509.Certificate, rest: list[x509.Certificate]
+) -> x509.Certificate:
+    if args.issuer is not None:
+        issuer = read_certificates(args.issuer)[0]
+        if name_key(issuer.subject) != name_key(leaf.issuer):
+            raise CheckError(
+                f"{args.issuer}: its subject {display(issuer.subject)} is not the certificate's "
+                f"issuer {display(leaf.issuer)}"
+            )
+        if not issued(leaf, issuer):
+            raise CheckError(f"{args.issuer}: its key does not verify the certificate's signature")
+        return issuer
+    if args.trust_bundle is not None:
+        try:
+            found = TrustBundle.load(args.trust_bundle).find_issuer(leaf, rest)
+        except TrustBundleError as e:
+            raise CheckError(str(e)) from None
+        if found is None:
+            raise CheckError(f"no CA in {args.trust_bundle} signed the certificate")
+        return found
+    for candidate in rest:
+        if issued(leaf, candidate):
+            return candidate
+    raise CheckError("no issuer: give --issuer or --trust-bundle, or put the chain in the file")
+
+
+def read_response(path: Path) -> bytes:
+    """A saved response, DER or base64 (as `openssl ocsp -respout` or a GET URL holds it)."""
+    data = path.read_bytes()
+    if data[:1] == b"\x30":
+        return data
+    try:
+        return base64.b64decode(b"".join(data.split()), validate=True)
+    except binascii.Error:
+        raise CheckError(f"{path}: neither DER nor base64") from None
+
+
+async def _fetch(url: str, der: bytes, seconds: float) -> bytes:
+    async with aiohttp.ClientSession(trust_env=False) as session:
+        return await HttpFetcher(session, seconds).fetch(url, der)
+
+
+def determine(args: CheckArgs) -> tuple[OcspStatus, str]:
+    """The verified status and where it came from; raises CheckError or OcspError."""
+    leaf, *rest = read_certificates(args.cert)
+    issuer = find_issuer(args, leaf, rest)
+    query = build_query(leaf, issuer, args.hash_name, args.nonce and args.respin is None)
+    if args.respin is not None:
+        body, source = read_response(args.respin), str(args.respin)
+    else:
+        urls = [args.url] if args.url else aia_ocsp_urls(leaf)
+        if not urls:
+            raise CheckError("the certificate names no OCSP responder; give --url")
+        source = urls[0]
+        body = asyncio.run(_fetch(source, query.der, args.timeout))
+    now = args.at or dt.datetime.now(dt.UTC)
+    return verify_response(body, query, issuer, now), source
+
+
+def run_check(args: CheckArgs) -> int:
+    name = str(args.cert)
+    try:
+        status, source = determine(args)
+    except (CheckError, OcspError, OSError) as e:
+        print(f"{name}: could not determine: {e}")
+        return EXIT_UNDETERMINED
+    print(f"{name}: {status.status.value}")
+    print(f"\tThis Update: {status.this_update.isoformat()}")
+    next_update = status.next_update.isoformat() if status.next_update else "(none)"
+    print(f"\tNext Update: {next_update}")
+    if status.revocation_time is not None:
+        print(f"\tRevocation Time: {status.revocation_time.isoformat()}")
+    if status.revocation_reason is not None:
+        print(f"\tReason: {status.revocation_reason}")
+    print(f"\tResponder: {source}")
+    return EXIT_CODES[status.status]

@@ -1,0 +1,126 @@
+"""OpenSSL's own OCSP responder (`openssl ocsp`) over an `openssl ca` database, for demo and tests.
+
+`openssl ocsp` serves one connection at a time and blocks for good on a connection that sends
+nothing, so readiness is read from its "Waiting for OCSP client connections" line, never by probing
+its port. It reads the index at start: restart it after `revoke`.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from authz.demo.pki import Identity, make_ocsp_signer
+from authz.demo.processes import Process, free_port
+
+OPENSSL_TIMEOUT = 30
+READY_LINE = "waiting for ocsp client connections"
+
+_CA_CONFIG = """\
+[ ca ]
+default_ca = lab
+
+[ lab ]
+dir = {dir}
+database = $dir/index.txt
+new_certs_dir = $dir/newcerts
+certificate = $dir/ca.pem
+private_key = $dir/ca.key
+serial = $dir/serial
+default_md = sha256
+default_days = 365
+policy = policy_any
+unique_subject = no
+
+[ policy_any ]
+commonName = supplied
+"""
+
+
+class OpensslCa:
+    """An `openssl ca` directory for `issuer`: index.txt records which certificates are valid."""
+
+    def __init__(self, directory: Path, issuer: Identity) -> None:
+        self.directory = directory
+        self.issuer = issuer
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "newcerts").mkdir(exist_ok=True)
+        issuer.write(directory, "ca")
+        (directory / "ca.pem").write_bytes(issuer.cert_pem)  # the CA alone, not a chain
+        (directory / "index.txt").write_text("")
+        (directory / "index.txt.attr").write_text("unique_subject = no\n")
+        (directory / "serial").write_text("1000\n")
+        self.config = directory / "openssl.cnf"
+        self.config.write_text(_CA_CONFIG.format(dir=directory))
+        self.signer = make_ocsp_signer(issuer, "Lab OCSP Responder")
+        self.signer.write(directory, "ocsp-signer")
+        self._count = 0
+
+    def _cert_file(self, identity: Identity) -> Path:
+        self._count += 1
+        path = self.directory / f"cert-{self._count}.pem"
+        path.write_bytes(identity.cert_pem)
+        return path
+
+    def _ca(self, *args: str) -> None:
+        done = subprocess.run(
+            ["openssl", "ca", "-config", str(self.config), "-batch", *args],
+            capture_output=True, text=True, timeout=OPENSSL_TIMEOUT, check=False,
+        )  # fmt: skip
+        if done.returncode != 0:
+            raise RuntimeError(f"openssl ca {' '.join(args)} failed: {done.stderr}")
+
+    def add_valid(self, identity: Identity) -> None:
+        """Record the certificate as issued and valid (`openssl ca -valid`)."""
+        self._ca("-valid", str(self._cert_file(identity)))
+
+    def revoke(self, identity: Identity, reason: str = "keyCompromise") -> None:
+        """Revoke the certificate (`openssl ca -revoke`); restart the responder to serve it."""
+        self._ca("-revoke", str(self._cert_file(identity)), "-crl_reason", reason)
+
+
+class OpensslResponder:
+    """`openssl ocsp` on 127.0.0.1, signing with a delegated responder certificate."""
+
+    def __init__(self, ca: OpensslCa, log_path: Path, next_update_minutes: int = 5) -> None:
+        self.ca = ca
+        self.port = free_port()
+        self.log_path = log_path
+        self.next_update_minutes = next_update_minutes
+        self.process: Process | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> OpensslResponder:
+        d = self.ca.directory
+        argv = [
+            "openssl", "ocsp", "-index", str(d / "index.txt"), "-port", str(self.port),
+            "-rsigner", str(d / "ocsp-signer.pem"), "-rkey", str(d / "ocsp-signer.key"),
+            "-CA", str(d / "ca.pem"), "-nmin", str(self.next_update_minutes), "-ignore_err",
+        ]  # fmt: skip
+        self.log_path.write_text("")
+        self.process = Process("openssl ocsp", argv, self.log_path).start()
+        self.process.wait_until(
+            lambda: READY_LINE in self.process.log_text().lower() if self.process else False,
+            OPENSSL_TIMEOUT,
+            "waiting for connections",
+        )
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.stop(timeout=5)
+            self.process = None
+
+    def restart(self) -> None:
+        """Stop and start on the same port, so a revocation in the index is served."""
+        self.stop()
+        self.start()
+
+    def __enter__(self) -> OpensslResponder:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,148 @@
+"""Revocation status of a leaf: cache → fetch → verify → cache.
+
+Knows where to ask (the certificate's AIA, or a per-issuer override) and how long an answer may be
+kept; knows nothing of policy modes or responses to Envoy (see `authz.authorize`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+
+from authz.names import NameKey, name_key
+from authz.revocation.cache import Loaded, Lookup, SingleFlightCache
+from authz.revocation.fetch import Fetcher
+from authz.revocation.ocsp_verify import (
+    CertStatus,
+    OcspError,
+    OcspStatus,
+    build_query,
+    verify_response,
+)
+
+log = logging.getLogger("authz.ocsp")
+
+ALLOWED_SCHEMES = ("http://", "https://")
+
+# (CertID hash algorithm, issuer certificate fingerprint, serial). The issuer certificate fixes
+# both the issuer name hash and key hash, so this identifies the same thing as the CertID.
+CacheKey = tuple[str, bytes, int]
+
+
+@dataclass(frozen=True)
+class OcspOutcome:
+    """Either a verified status or the reason there is none."""
+
+    responder: str
+    status: OcspStatus | None = None
+    error: OcspError | None = None
+    latency: float = 0.0
+
+
+@dataclass(frozen=True)
+class OcspConfig:
+    hash_name: str = "sha1"
+    nonce: bool = False
+    skew: float = 300.0
+    max_age: float = 300.0
+    failure_ttl: float = 5.0
+    overrides: Mapping[NameKey, str] | None = None
+
+
+@functools.lru_cache(maxsize=1024)
+def _issuer_fingerprint(issuer: x509.Certificate) -> bytes:
+    return issuer.fingerprint(hashes.SHA256())
+
+
+def aia_ocsp_urls(cert: x509.Certificate) -> list[str]:
+    """http(s) OCSP URLs from the AIA extension, in order; other schemes are ignored."""
+    try:
+        aia = cert.extensions.get_extension_for_class(x509.AuthorityInformationAccess).value
+    except x509.ExtensionNotFound:
+        return []
+    return [
+        d.access_location.value
+        for d in aia
+        if d.access_method == x509.oid.AuthorityInformationAccessOID.OCSP
+        and isinstance(d.access_location, x509.UniformResourceIdentifier)
+        and d.access_location.value.lower().startswith(ALLOWED_SCHEMES)
+    ]
+
+
+class OcspChecker:
+    def __init__(
+        self,
+        fetcher: Fetcher,
+        cache: SingleFlightCache[CacheKey, OcspOutcome],
+        config: OcspConfig,
+        now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+    ) -> None:
+        self._fetcher = fetcher
+        self._cache = cache
+        self._config = config
+        self._now = now
+        self._overrides = dict(config.overrides or {})
+
+    @property
+    def cache(self) -> SingleFlightCache[CacheKey, OcspOutcome]:
+        return self._cache
+
+    def responder_url(self, leaf: x509.Certificate) -> str | None:
+        """The configured override for the leaf's issuer, else the first AIA OCSP URL."""
+        override = self._overrides.get(name_key(leaf.issuer))
+        if override:
+            return override
+        urls = aia_ocsp_urls(leaf)
+        return urls[0] if urls else None
+
+    async def check(
+        self, leaf: x509.Certificate, issuer: x509.Certificate, url: str
+    ) -> tuple[OcspOutcome, Lookup]:
+        key: CacheKey = (self._config.hash_name, _issuer_fingerprint(issuer), leaf.serial_number)
+        return await self._cache.get(key, lambda: self._load(leaf, issuer, url))
+
+    async def _load(
+        self, leaf: x509.Certificate, issuer: x509.Certificate, url: str
+    ) -> Loaded[OcspOutcome]:
+        config = self._config
+        query = build_query(leaf, issuer, config.hash_name, config.nonce)
+        started = time.monotonic()
+        try:
+            body = await self._fetcher.fetch(url, query.der)
+            status = verify_response(
+                body,
+                query,
+                issuer,
+                self._now(),
+                skew=dt.timedelta(seconds=config.skew),
+                max_age=dt.timedelta(seconds=config.max_age),
+            )
+        except OcspError as error:
+            latency = time.monotonic() - started
+            fields = {
+                "responder": url,
+                "ocsp_outcome": error.failure.value,
+                "detail": error.detail,
+                "serial": format(leaf.serial_number, "x"),
+                "ocsp_latency": round(latency, 6),
+            }
+            log.warning("OCSP check failed", extra=fields)
+            outcome = OcspOutcome(url, error=error, latency=latency)
+            return Loaded(outcome, config.failure_ttl, definitive=False)
+        outcome = OcspOutcome(url, status=status, latency=time.monotonic() - started)
+        return Loaded(outcome, self._ttl(status, leaf))
+
+    def _ttl(self, status: OcspStatus, leaf: x509.Certificate) -> float:
+        """How long an answer may be served: this bounds how long a revocation goes unseen."""
+        now = self._now()
+        if status.status is CertStatus.REVOKED:
+            return max(0.0, (leaf.not_valid_after_utc - now).total_seconds())
+        remaining = (status.valid_until - now).total_seconds()
+        return max(0.0, min(remaining, self._config.max_age))
