@@ -119,6 +119,8 @@ class Mode(StrEnum):
     HTTP_500 = "http_500"
     TRY_LATER = "try_later"
     HANG = "hang"  # accept, read the request, never answer
+    HUGE = "huge"  # 200 with a body far over any sane OCSP response size
+    REDIRECT = "redirect"  # 302 to somewhere else
 
 
 @dataclass
@@ -159,6 +161,12 @@ class OcspResponder:
             await asyncio.sleep(self.delay)
         if self.mode is Mode.HANG:
             await asyncio.sleep(3600)
+        if self.mode is Mode.HUGE:
+            return web.Response(
+                body=b"\x30" * (1024 * 1024), content_type="application/ocsp-response"
+            )
+        if self.mode is Mode.REDIRECT:
+            raise web.HTTPFound("http://127.0.0.1:9/elsewhere")
         if self.mode is Mode.HTTP_500:
             return web.Response(status=500, text="broken")
         if self.mode is Mode.GARBAGE:

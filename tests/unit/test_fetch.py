@@ -1,0 +1,120 @@
+"""The HTTP fetcher against the project's test responder on 127.0.0.1 (real sockets)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterator
+
+import aiohttp
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509 import ocsp
+
+from authz.demo.ocsp_responder import Mode, OcspResponder
+from authz.demo.pki import LabPki, make_ocsp_signer
+from authz.demo.processes import free_port
+from authz.revocation.fetch import MAX_GET_REQUEST_CHARS, HttpFetcher, get_url, responder_label
+from authz.revocation.ocsp_verify import OcspError, OcspFailure, build_query
+
+TIMEOUT = 1.0
+
+
+@pytest.fixture
+def fresh_responder(pki: LabPki) -> Iterator[OcspResponder]:
+    with OcspResponder(pki.issuing, make_ocsp_signer(pki.issuing)) as running:
+        yield running
+
+
+@pytest.fixture
+async def fetcher() -> AsyncIterator[HttpFetcher]:
+    async with aiohttp.ClientSession() as session:
+        yield HttpFetcher(session, TIMEOUT)
+
+
+def request_der(pki: LabPki, nonce: bool = False) -> bytes:
+    return build_query(pki.client("fetch").cert, pki.issuing.cert, with_nonce=nonce).der
+
+
+async def failure_of(fetcher: HttpFetcher, url: str, der: bytes) -> OcspFailure:
+    with pytest.raises(OcspError) as info:
+        await fetcher.fetch(url, der)
+    return info.value.failure
+
+
+async def test_small_requests_use_get(
+    fetcher: HttpFetcher, fresh_responder: OcspResponder, pki: LabPki
+) -> None:
+    body = await fetcher.fetch(fresh_responder.url, request_der(pki))
+    assert body[:1] == b"\x30"
+    assert fresh_responder.methods == ["GET"]
+
+
+async def test_large_requests_use_post(
+    fetcher: HttpFetcher, fresh_responder: OcspResponder, pki: LabPki
+) -> None:
+    # A 200-byte nonce pushes the request past what GET may carry.
+    builder = ocsp.OCSPRequestBuilder().add_certificate(
+        pki.client("post").cert, pki.issuing.cert, hashes.SHA1()
+    )
+    der = builder.add_extension(x509.OCSPNonce(b"n" * 200), critical=False).build()
+    der_bytes = der.public_bytes(Encoding.DER)
+    assert get_url(fresh_responder.url, der_bytes) is None
+    body = await fetcher.fetch(fresh_responder.url, der_bytes)
+    assert body[:1] == b"\x30"
+    assert fresh_responder.methods == ["POST"]
+
+
+def test_get_url_is_url_encoded_base64_under_the_limit() -> None:
+    url = get_url("http://ocsp.example/", b"\xfb\xff" * 10)
+    assert url is not None and url.startswith("http://ocsp.example/")
+    assert "+" not in url and "/" not in url.removeprefix("http://ocsp.example/")
+    assert get_url("http://r", b"\x00" * 200) is None
+    assert MAX_GET_REQUEST_CHARS == 255
+
+
+def test_responder_label() -> None:
+    assert responder_label("http://ocsp.lab:8080/x") == "ocsp.lab:8080"
+    assert responder_label("https://ocsp.lab/") == "ocsp.lab:443"
+    assert responder_label("http://ocsp.lab") == "ocsp.lab:80"
+
+
+@pytest.mark.parametrize(
+    ("mode", "expected"),
+    [
+        (Mode.HTTP_500, OcspFailure.HTTP_ERROR),
+        (Mode.REDIRECT, OcspFailure.HTTP_ERROR),
+        (Mode.HUGE, OcspFailure.TOO_LARGE),
+        (Mode.HANG, OcspFailure.TIMEOUT),
+    ],
+)
+async def test_responder_misbehaviour(
+    mode: Mode,
+    expected: OcspFailure,
+    fetcher: HttpFetcher,
+    fresh_responder: OcspResponder,
+    pki: LabPki,
+) -> None:
+    fresh_responder.mode = mode
+    started = time.monotonic()
+    assert await failure_of(fetcher, fresh_responder.url, request_der(pki)) is expected
+    assert time.monotonic() - started < TIMEOUT + 2  # bounded, whatever the responder does
+
+
+async def test_connection_refused_is_a_network_failure(fetcher: HttpFetcher, pki: LabPki) -> None:
+    url = f"http://127.0.0.1:{free_port()}/"
+    assert await failure_of(fetcher, url, request_der(pki)) is OcspFailure.NETWORK
+
+
+async def test_per_responder_concurrency_is_limited(pki: LabPki) -> None:
+    with OcspResponder(pki.issuing, pki.issuing, delay=0.2) as slow:
+        async with aiohttp.ClientSession() as session:
+            fetcher = HttpFetcher(session, 5.0, per_responder=2)
+            der = request_der(pki)
+            started = time.monotonic()
+            await asyncio.gather(*(fetcher.fetch(slow.url, der) for _ in range(4)))
+            # Four requests, two at a time, 0.2 s each: at least two rounds.
+            assert time.monotonic() - started >= 0.4
+            assert slow.requests == 4
