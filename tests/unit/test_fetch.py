@@ -57,7 +57,7 @@ async def test_large_requests_use_post(
 ) -> None:
     # A 200-byte nonce pushes the request past what GET may carry.
     builder = ocsp.OCSPRequestBuilder().add_certificate(
-        pki.client("post").cert, pki.issuing.cert, hashes.SHA1()
+        pki.client("post").cert, pki.issuing.cert, hashes.SHA256()
     )
     der = builder.add_extension(x509.OCSPNonce(b"n" * 200), critical=False).build()
     der_bytes = der.public_bytes(Encoding.DER)
