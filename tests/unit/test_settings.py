@@ -7,7 +7,7 @@ import pytest
 from authz.cli import main
 from authz.demo.pki import LabPki, pem_bundle
 from authz.envoy_response import CertHeaderFormat
-from authz.settings import ConfigError, load_settings
+from authz.settings import ConfigError, load_settings, split_responder_override
 
 ISSUER = "CN=Lab Issuing CA,O=Lab"
 
@@ -102,3 +102,39 @@ def test_validate_config_command(
     bad.write_text(f"trust_bundle: {tmp_path / 'missing.pem'}\nallowed_issuers: ['{ISSUER}']\n")
     assert main(["validate-config", str(bad)]) == 2
     assert "missing.pem" in capsys.readouterr().err
+
+
+def test_ocsp_defaults() -> None:
+    settings = load_settings(None, {}, {"trust_bundle": "/b.pem", "allowed_issuers": [ISSUER]})
+    assert settings.ocsp == "require"
+    assert settings.ocsp_timeout == 2.0
+    assert settings.ocsp_cache_max_age == 300.0
+    assert settings.ocsp_failure_cache == 5.0
+    assert settings.ocsp_cache_size == 100_000
+    assert settings.ocsp_nonce is False
+    assert settings.ocsp_hash == "sha1"
+
+
+def test_responder_overrides_split_where_the_url_begins() -> None:
+    assert split_responder_override("CN=Lab Issuing CA,O=Lab=http://ocsp.lab:8080/x") == (
+        "CN=Lab Issuing CA,O=Lab",
+        "http://ocsp.lab:8080/x",
+    )
+    assert split_responder_override("/O=Lab/CN=A=https://o/") == ("/O=Lab/CN=A", "https://o/")
+    with pytest.raises(ValueError):
+        split_responder_override("CN=A=ldap://x")
+
+
+def test_bad_responder_override_names_the_key() -> None:
+    flags = {"trust_bundle": "/b", "allowed_issuers": [ISSUER], "ocsp_responders": ["CN=A"]}
+    with pytest.raises(ConfigError, match=r"ocsp_responders \(from --ocsp-responder\)"):
+        load_settings(None, {}, flags)
+
+
+def test_boolean_from_env_and_flag() -> None:
+    base = {"trust_bundle": "/b", "allowed_issuers": [ISSUER]}
+    assert load_settings(None, {"MTLS_AUTHZ_OCSP_NONCE": "yes"}, base).ocsp_nonce is True
+    flags = {**base, "ocsp_nonce": False}
+    assert load_settings(None, {"MTLS_AUTHZ_OCSP_NONCE": "yes"}, flags).ocsp_nonce is False
+    with pytest.raises(ConfigError, match="ocsp_nonce"):
+        load_settings(None, {"MTLS_AUTHZ_OCSP_NONCE": "maybe"}, base)
