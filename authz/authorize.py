@@ -11,6 +11,7 @@ from enum import StrEnum
 
 from authz.decide import CheckInput, Decision, State, decide
 from authz.reasons import Reason
+from authz.revocation.cache import Lookup
 from authz.revocation.checker import OcspChecker, OcspOutcome
 from authz.revocation.ocsp_verify import CertStatus
 
@@ -41,8 +42,11 @@ class Authorizer:
         url = self.ocsp.responder_url(decision.leaf)
         if url is None:
             return no_source(decision, self.mode)
-        outcome, _ = await self.ocsp.check(decision.leaf, decision.issuer, url)
-        return apply_outcome(decision, outcome, self.mode)
+        outcome, lookup = await self.ocsp.check(decision.leaf, decision.issuer, url)
+        verdict = apply_outcome(decision, outcome, self.mode)
+        if lookup in (Lookup.MISS, Lookup.COALESCED):
+            verdict = dataclasses.replace(verdict, ocsp_latency=outcome.latency)
+        return verdict
 
 
 def no_source(decision: Decision, mode: RevocationMode) -> Decision:

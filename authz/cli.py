@@ -106,17 +106,18 @@ def _load(config: Path | None, flags: dict[str, Any]) -> Settings:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from authz.server.app import Sources, serve
+
     flags = {option.key: getattr(args, option.key) for option in OPTIONS}
+    sources = Sources(args.config, dict(os.environ), flags)
     try:
-        settings = _load(args.config, flags)
+        settings = sources.load()
     except ConfigError as e:
         print(f"mtls-authz: configuration error: {e}", file=sys.stderr)
         return EXIT_CONFIG_ERROR
     logs.configure(settings.log_level, settings.log_format)
-    from authz.server.app import serve
-
     try:
-        return asyncio.run(serve(settings))
+        return asyncio.run(serve(sources, settings))
     except (TrustBundleError, ValueError) as e:
         log.error("cannot start: %s", e)
         return EXIT_CONFIG_ERROR

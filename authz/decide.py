@@ -38,7 +38,9 @@ class Decision:
     upstream_headers: tuple[tuple[str, str], ...] = ()
     """Headers to set upstream besides the certificate header (allow only)."""
     revocation: str | None = None
-    """What the revocation check found: good, revoked, unknown, unchecked, off; or a failure."""
+    """What the revocation check found: good, revoked, unknown, unchecked:…, off, or a failure."""
+    ocsp_latency: float | None = None
+    """Seconds the OCSP request took, when this Check caused or joined one."""
 
     @classmethod
     def deny(cls, denied: Denied, leaf: x509.Certificate | None = None) -> Decision:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
+from authz.metrics import Metrics
 from authz.names import NameKey, name_key
 from authz.revocation.cache import Loaded, Lookup, SingleFlightCache
 from authz.revocation.fetch import Fetcher
@@ -57,7 +58,8 @@ class OcspConfig:
 
 
 @functools.lru_cache(maxsize=1024)
-def _issuer_fingerprint(issuer: x509.Certificate) -> bytes:
+def issuer_fingerprint(issuer: x509.Certificate) -> bytes:
+    """SHA-256 of the issuer certificate: part of the cache key, and how reload prunes it."""
     return issuer.fingerprint(hashes.SHA256())
 
 
@@ -82,9 +84,11 @@ class OcspChecker:
         fetcher: Fetcher,
         cache: SingleFlightCache[CacheKey, OcspOutcome],
         config: OcspConfig,
+        metrics: Metrics | None = None,
         now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
     ) -> None:
         self._fetcher = fetcher
+        self._metrics = metrics
         self._cache = cache
         self._config = config
         self._now = now
@@ -105,8 +109,11 @@ class OcspChecker:
     async def check(
         self, leaf: x509.Certificate, issuer: x509.Certificate, url: str
     ) -> tuple[OcspOutcome, Lookup]:
-        key: CacheKey = (self._config.hash_name, _issuer_fingerprint(issuer), leaf.serial_number)
-        return await self._cache.get(key, lambda: self._load(leaf, issuer, url))
+        key: CacheKey = (self._config.hash_name, issuer_fingerprint(issuer), leaf.serial_number)
+        outcome, lookup = await self._cache.get(key, lambda: self._load(leaf, issuer, url))
+        if self._metrics is not None:
+            self._metrics.observe_cache_lookup(lookup.value)
+        return outcome, lookup
 
     async def _load(
         self, leaf: x509.Certificate, issuer: x509.Certificate, url: str
@@ -134,10 +141,17 @@ class OcspChecker:
                 "ocsp_latency": round(latency, 6),
             }
             log.warning("OCSP check failed", extra=fields)
+            self._observe(url, error.failure.value, latency)
             outcome = OcspOutcome(url, error=error, latency=latency)
             return Loaded(outcome, config.failure_ttl, definitive=False)
-        outcome = OcspOutcome(url, status=status, latency=time.monotonic() - started)
+        latency = time.monotonic() - started
+        self._observe(url, status.status.value, latency)
+        outcome = OcspOutcome(url, status=status, latency=latency)
         return Loaded(outcome, self._ttl(status, leaf))
+
+    def _observe(self, url: str, outcome: str, seconds: float) -> None:
+        if self._metrics is not None:
+            self._metrics.observe_ocsp_request(url, outcome, seconds)
 
     def _ttl(self, status: OcspStatus, leaf: x509.Certificate) -> float:
         """How long an answer may be served: this bounds how long a revocation goes unseen."""

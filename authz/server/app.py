@@ -1,34 +1,56 @@
-"""Wiring: load the configuration, serve gRPC (Check + health), drain on SIGTERM/SIGINT."""
+"""Wiring: configuration → runtime; gRPC (Check + health) and the HTTP side server; reload; drain.
+
+Lifecycle: not ready → (files loaded, gRPC started) ready → (SIGTERM) not ready, draining →
+stopped. /readyz and the gRPC health service say the same thing at every step.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import signal
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import grpc
 from envoy.service.auth.v3 import external_auth_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
+from prometheus_client import CollectorRegistry
 
+from authz import logs
 from authz.authorize import Authorizer, RevocationMode
 from authz.decide import State
 from authz.envoy_response import ResponseBuilder
+from authz.metrics import Metrics
 from authz.names import name_key, parse_dn
 from authz.policy import IssuerPolicy
 from authz.revocation.cache import SingleFlightCache
-from authz.revocation.checker import CacheKey, OcspChecker, OcspConfig, OcspOutcome
+from authz.revocation.checker import (
+    CacheKey,
+    OcspChecker,
+    OcspConfig,
+    OcspOutcome,
+    issuer_fingerprint,
+)
 from authz.revocation.fetch import HttpFetcher
+from authz.server import http
+from authz.server.reload import FileWatcher
 from authz.server.servicer import AuthorizationServicer, Runtime
-from authz.settings import Settings, split_responder_override
-from authz.trust import TrustBundle
+from authz.settings import ConfigError, Settings, load_settings, split_responder_override
+from authz.trust import TrustBundle, TrustBundleError
 
 log = logging.getLogger("authz.server")
 
 AUTHORIZATION_SERVICE = "envoy.service.auth.v3.Authorization"
+RELOAD_POLL_SECONDS = 2.0
+# Settings read once at start; a reload that changes them is applied except for these.
+RESTART_ONLY = ("listen", "metrics_listen", "ocsp_cache_size")
 
 
 def load_state(settings: Settings) -> State:
@@ -54,64 +76,157 @@ def ocsp_config(settings: Settings) -> OcspConfig:
     )
 
 
-def build_runtime(settings: Settings, state: State, session: aiohttp.ClientSession) -> Runtime:
-    mode = RevocationMode(settings.ocsp)
-    checker = None
-    if mode is not RevocationMode.OFF:
-        fetcher = HttpFetcher(session, settings.ocsp_timeout, settings.ocsp_responder_concurrency)
-        cache = SingleFlightCache[CacheKey, OcspOutcome](settings.ocsp_cache_size)
-        checker = OcspChecker(fetcher, cache, ocsp_config(settings))
-    responses = ResponseBuilder(
-        cert_header=settings.cert_header,
-        cert_header_format=settings.cert_header_format,
-        deny_status=settings.deny_status,
-        retry_after=max(1, math.ceil(settings.ocsp_failure_cache)),
-    )
-    return Runtime(Authorizer(state, checker, mode), responses)
-
-
 def http_session() -> aiohttp.ClientSession:
     """One pooled session for every responder; proxies from the environment are not used."""
-    connector = aiohttp.TCPConnector(limit=256, ttl_dns_cache=60, enable_cleanup_closed=True)
+    connector = aiohttp.TCPConnector(limit=256, ttl_dns_cache=60)
     return aiohttp.ClientSession(connector=connector, trust_env=False, auto_decompress=False)
 
 
-async def serve(settings: Settings) -> int:
-    state = load_state(settings)
+@dataclass(frozen=True)
+class Sources:
+    """Where settings come from, kept so a reload reads them the same way."""
+
+    config_path: Path | None
+    env: Mapping[str, str]
+    flags: Mapping[str, Any]
+
+    def load(self) -> Settings:
+        return load_settings(self.config_path, self.env, self.flags)
+
+
+class Service:
+    """Owns what lives across reloads (session, cache, metrics) and the current Runtime."""
+
+    def __init__(
+        self, settings: Settings, sources: Sources, session: aiohttp.ClientSession, metrics: Metrics
+    ) -> None:
+        self.sources = sources
+        self.session = session
+        self.metrics = metrics
+        self.cache = SingleFlightCache[CacheKey, OcspOutcome](settings.ocsp_cache_size)
+        metrics.watch_cache_size(lambda: len(self.cache))
+        self.settings = settings
+        self.runtime = self.build(settings, load_state(settings))
+        metrics.observe_trust_bundle(self.runtime.authorizer.state.trust)
+
+    def build(self, settings: Settings, state: State) -> Runtime:
+        mode = RevocationMode(settings.ocsp)
+        checker = None
+        if mode is not RevocationMode.OFF:
+            fetcher = HttpFetcher(
+                self.session, settings.ocsp_timeout, settings.ocsp_responder_concurrency
+            )
+            checker = OcspChecker(fetcher, self.cache, ocsp_config(settings), self.metrics)
+        responses = ResponseBuilder(
+            cert_header=settings.cert_header,
+            cert_header_format=settings.cert_header_format,
+            deny_status=settings.deny_status,
+            retry_after=max(1, math.ceil(settings.ocsp_failure_cache)),
+        )
+        return Runtime(Authorizer(state, checker, mode), responses)
+
+    def watched_files(self) -> list[Path]:
+        files = [Path(self.settings.trust_bundle)]
+        if self.sources.config_path is not None:
+            files.append(self.sources.config_path)
+        return files
+
+    async def reload(self) -> bool:
+        """Swap in a new Runtime; on any error keep the old one. In-flight Checks are unaffected."""
+        try:
+            settings = self.sources.load()
+            state = load_state(settings)
+            runtime = self.build(settings, state)
+        except (ConfigError, TrustBundleError, ValueError) as e:
+            log.error("reload failed; keeping the previous configuration", extra={"error": str(e)})
+            self.metrics.observe_reload(False)
+            return False
+        for key in RESTART_ONLY:
+            if getattr(settings, key) != getattr(self.settings, key):
+                log.warning("a changed setting needs a restart", extra={"key": key})
+        if (settings.log_level, settings.log_format) != (
+            self.settings.log_level,
+            self.settings.log_format,
+        ):
+            logs.configure(settings.log_level, settings.log_format)
+        self.settings, self.runtime = settings, runtime
+        kept = {issuer_fingerprint(cert) for cert in state.trust.certificates}
+        dropped = self.cache.discard(lambda key: key[1] in kept)
+        self.metrics.observe_trust_bundle(state.trust)
+        self.metrics.observe_reload(True)
+        log.info(
+            "reloaded",
+            extra={
+                "config": settings.redacted(),
+                "trust_bundle_certificates": len(state.trust.certificates),
+                "ocsp_cache_dropped": dropped,
+            },
+        )
+        return True
+
+
+async def serve(
+    sources: Sources, settings: Settings, registry: CollectorRegistry | None = None
+) -> int:
+    metrics = Metrics(registry or CollectorRegistry())
     async with http_session() as session:
-        runtime = build_runtime(settings, state, session)
-        return await _serve_grpc(settings, runtime)
+        service = Service(settings, sources, session, metrics)
+        return await _run(service)
 
 
-async def _serve_grpc(settings: Settings, runtime: Runtime) -> int:
+async def _run(service: Service) -> int:
+    settings = service.settings
+    serving = draining = False
     server = grpc.aio.server()
     external_auth_pb2_grpc.add_AuthorizationServicer_to_server(
-        AuthorizationServicer(lambda: runtime), server
+        AuthorizationServicer(lambda: service.runtime, service.metrics), server
     )
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     port = server.add_insecure_port(settings.listen)
+    runner = None
+    if settings.metrics_listen:
+        app = http.make_app(service.metrics.registry, lambda: serving and not draining)
+        runner = await http.start(app, settings.metrics_listen)
     await server.start()
-    for service in ("", AUTHORIZATION_SERVICE):
-        await health.set(service, health_pb2.HealthCheckResponse.SERVING)
+    for name in ("", AUTHORIZATION_SERVICE):
+        await health.set(name, health_pb2.HealthCheckResponse.SERVING)
+    serving = True
     host = settings.listen.rpartition(":")[0]
     log.info(
         "serving",
         extra={
             "grpc_listen": f"{host}:{port}",
+            "metrics_listen": settings.metrics_listen or None,
             "config": settings.redacted(),
-            "trust_bundle_certificates": len(runtime.authorizer.state.trust.certificates),
+            "trust_bundle_certificates": len(service.runtime.authorizer.state.trust.certificates),
         },
     )
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    watcher = FileWatcher(
+        service.watched_files, lambda: _reload(service, watcher), RELOAD_POLL_SECONDS
+    )
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(_reload(service, watcher)))
+    watching = loop.create_task(watcher.run())
     await stop.wait()
 
+    draining = True  # /readyz answers 503 from here on, before the gRPC server stops
     log.info("draining", extra={"grace_seconds": settings.shutdown_grace})
+    watching.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await watching
     await health.enter_graceful_shutdown()
     await server.stop(settings.shutdown_grace)
+    if runner is not None:
+        await runner.cleanup()
     log.info("stopped")
     return 0
+
+
+async def _reload(service: Service, watcher: FileWatcher) -> None:
+    await service.reload()
+    watcher.remember()

@@ -7,23 +7,28 @@ gRPC error, so even an Envoy with `failure_mode_allow: true` refuses the request
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from cryptography.hazmat.primitives import hashes
 from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 
 from authz.authorize import Authorizer
 from authz.decide import CheckInput, Decision
 from authz.envoy_response import ResponseBuilder
+from authz.metrics import Metrics
 from authz.names import display
 from authz.reasons import Reason
 
 log = logging.getLogger("authz.check")
 
 XFCC_HEADER = "x-forwarded-client-cert"
-INTERNAL_ERROR_MESSAGE = "The authorization service failed; the request was refused."
+INTERNAL_ERROR = Decision(
+    False, Reason.INTERNAL_ERROR, "The authorization service failed; the request was refused."
+)
 
 
 @dataclass(frozen=True)
@@ -55,37 +60,49 @@ def request_header(request: external_auth_pb2.CheckRequest, name: str) -> str:
 
 
 class AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):  # type: ignore[misc]
-    def __init__(self, runtime: Callable[[], Runtime]) -> None:
+    def __init__(self, runtime: Callable[[], Runtime], metrics: Metrics | None = None) -> None:
         self._runtime = runtime
+        self._metrics = metrics
 
     async def Check(
         self, request: external_auth_pb2.CheckRequest, context: Any
     ) -> external_auth_pb2.CheckResponse:
-        runtime = self._runtime()
+        started = time.perf_counter()
+        runtime = self._runtime()  # read once: a reload mid-Check does not mix configurations
+        decision = INTERNAL_ERROR
         try:
             decision = await runtime.authorizer.authorize(check_input(request), datetime.now(UTC))
         except Exception:
             log.exception("check failed", extra={"reason": Reason.INTERNAL_ERROR.value})
-            decision = Decision(False, Reason.INTERNAL_ERROR, INTERNAL_ERROR_MESSAGE)
-        log_decision(decision, request)
+        finally:
+            # Also on cancellation (Envoy gave up): the attempt is counted and logged once.
+            if self._metrics is not None:
+                elapsed = time.perf_counter() - started
+                self._metrics.observe_decision(decision.allowed, decision.reason, elapsed)
+            log_decision(decision, request)
         return runtime.responses.build(decision)
 
 
 def log_decision(decision: Decision, request: external_auth_pb2.CheckRequest) -> None:
-    """Denies at info, allows at debug; never the certificate itself."""
+    """Denies at info, allows at debug: who, what, why. Never the certificate or other headers."""
     level = logging.DEBUG if decision.allowed else logging.INFO
     if not log.isEnabledFor(level):
         return
+    headers = request.attributes.request.http.headers
     fields: dict[str, Any] = {
         "decision": "allow" if decision.allowed else "deny",
         "reason": decision.reason.value if decision.reason else None,
-        "request_id": request.attributes.request.http.headers.get("x-request-id", ""),
+        "request_id": headers.get("x-request-id", ""),
         "path": request.attributes.request.http.path,
     }
-    if decision.leaf is not None:
-        fields["subject"] = display(decision.leaf.subject)
-        fields["issuer"] = display(decision.leaf.issuer)
-        fields["serial"] = format(decision.leaf.serial_number, "x")
+    leaf = decision.leaf
+    if leaf is not None:
+        fields["subject"] = display(leaf.subject)
+        fields["issuer"] = display(leaf.issuer)
+        fields["serial"] = format(leaf.serial_number, "x")
+        fields["sha256"] = leaf.fingerprint(hashes.SHA256()).hex()
     if decision.revocation is not None:
-        fields["revocation"] = decision.revocation
+        fields["ocsp_outcome"] = decision.revocation
+    if decision.ocsp_latency is not None:
+        fields["ocsp_latency"] = round(decision.ocsp_latency, 6)
     log.log(level, decision.message or "allowed", extra=fields)

@@ -1,0 +1,129 @@
+"""Prometheus metrics, on an injected registry so tests (and several instances) stay apart.
+
+Label values are bounded: reasons and outcomes are closed sets, and a responder is its `host:port`
+with at most MAX_RESPONDER_LABELS distinct values (the rest count as "other"). No certificate
+subject or serial is ever a label.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from authz import __version__
+from authz.reasons import Reason
+from authz.revocation.fetch import responder_label
+from authz.trust import TrustBundle
+
+MAX_RESPONDER_LABELS = 32
+OTHER_RESPONDER = "other"
+# From 100 µs: a cached Check takes well under a millisecond; a cold one waits on the responder.
+CHECK_BUCKETS = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+)  # fmt: skip
+OCSP_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.decisions = Counter(
+            "mtls_authz_decisions",
+            "Check decisions by outcome and reason (reason is none for allows).",
+            ["decision", "reason"],
+            registry=registry,
+        )
+        self.check_duration = Histogram(
+            "mtls_authz_check_duration_seconds",
+            "Time to answer one Check, revocation included.",
+            buckets=CHECK_BUCKETS,
+            registry=registry,
+        )
+        self.ocsp_requests = Counter(
+            "mtls_authz_ocsp_requests",
+            "OCSP requests sent, by responder and outcome (good, revoked, unknown or a failure).",
+            ["responder", "outcome"],
+            registry=registry,
+        )
+        self.ocsp_duration = Histogram(
+            "mtls_authz_ocsp_request_duration_seconds",
+            "Time for one OCSP request: fetch and verification.",
+            ["responder"],
+            buckets=OCSP_BUCKETS,
+            registry=registry,
+        )
+        self.cache_entries = Gauge(
+            "mtls_authz_ocsp_cache_entries", "OCSP answers in the cache.", registry=registry
+        )
+        self.cache_lookups = Counter(
+            "mtls_authz_ocsp_cache_lookups",
+            "OCSP cache lookups: hit, miss, coalesced (joined a request in flight), "
+            "stale_refresh (served while refreshing).",
+            ["result"],
+            registry=registry,
+        )
+        self.bundle_certificates = Gauge(
+            "mtls_authz_trust_bundle_certificates",
+            "CA certificates in the trust bundle.",
+            registry=registry,
+        )
+        self.bundle_not_after = Gauge(
+            "mtls_authz_trust_bundle_not_after_seconds",
+            "Unix time at which the first CA certificate in the trust bundle expires.",
+            registry=registry,
+        )
+        self.config_reloads = Counter(
+            "mtls_authz_config_reloads",
+            "Configuration and trust bundle reloads by result (success, error).",
+            ["result"],
+            registry=registry,
+        )
+        build_info = Gauge(
+            "mtls_authz_build_info", "Build information.", ["version"], registry=registry
+        )
+        build_info.labels(version=__version__).set(1)
+        self._responders: set[str] = set()
+        for reason in Reason:
+            self.decisions.labels(decision="deny", reason=reason.value)
+        self.decisions.labels(decision="allow", reason="none")
+        for result in ("success", "error"):
+            self.config_reloads.labels(result=result)
+
+    def observe_decision(self, allowed: bool, reason: Reason | None, seconds: float) -> None:
+        if allowed:
+            self.decisions.labels(decision="allow", reason="none").inc()
+        else:
+            label = reason.value if reason else Reason.INTERNAL_ERROR.value
+            self.decisions.labels(decision="deny", reason=label).inc()
+        self.check_duration.observe(seconds)
+
+    def responder(self, url: str) -> str:
+        """The bounded label for a responder URL."""
+        label = responder_label(url)
+        if label in self._responders:
+            return label
+        if len(self._responders) >= MAX_RESPONDER_LABELS:
+            return OTHER_RESPONDER
+        self._responders.add(label)
+        return label
+
+    def observe_ocsp_request(self, url: str, outcome: str, seconds: float) -> None:
+        label = self.responder(url)
+        self.ocsp_requests.labels(responder=label, outcome=outcome).inc()
+        self.ocsp_duration.labels(responder=label).observe(seconds)
+
+    def observe_cache_lookup(self, result: str) -> None:
+        self.cache_lookups.labels(result=result).inc()
+
+    def watch_cache_size(self, size: Callable[[], int]) -> None:
+        self.cache_entries.set_function(lambda: float(size()))
+
+    def observe_trust_bundle(self, bundle: TrustBundle) -> None:
+        self.bundle_certificates.set(len(bundle.certificates))
+        if bundle.certificates:
+            earliest = min(c.not_valid_after_utc for c in bundle.certificates)
+            self.bundle_not_after.set(earliest.timestamp())
+
+    def observe_reload(self, success: bool) -> None:
+        self.config_reloads.labels(result="success" if success else "error").inc()
