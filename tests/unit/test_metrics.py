@@ -1,0 +1,89 @@
+from __future__ import annotations
+
+import subprocess
+
+from prometheus_client import CollectorRegistry, generate_latest
+
+from authz import __version__
+from authz.demo.pki import LabPki
+from authz.metrics import MAX_RESPONDER_LABELS, OTHER_RESPONDER, Metrics
+from authz.reasons import Reason
+from authz.trust import TrustBundle
+
+
+def value(metrics: Metrics, name: str, **labels: str) -> float | None:
+    return metrics.registry.get_sample_value(name, labels)
+
+
+def test_decisions_are_counted_by_decision_and_reason() -> None:
+    metrics = Metrics(CollectorRegistry())
+    metrics.observe_decision(True, None, 0.001)
+    metrics.observe_decision(False, Reason.CERTIFICATE_REVOKED, 0.002)
+    metrics.observe_decision(False, Reason.CERTIFICATE_REVOKED, 0.002)
+    assert value(metrics, "mtls_authz_decisions_total", decision="allow", reason="none") == 1
+    assert (
+        value(metrics, "mtls_authz_decisions_total", decision="deny", reason="certificate_revoked")
+        == 2
+    )
+    assert value(metrics, "mtls_authz_check_duration_seconds_count") == 3
+    assert value(metrics, "mtls_authz_check_duration_seconds_bucket", le="0.0001") == 0
+
+
+def test_every_reason_is_exported_from_the_start() -> None:
+    metrics = Metrics(CollectorRegistry())
+    for reason in Reason:
+        assert value(metrics, "mtls_authz_decisions_total", decision="deny", reason=reason) == 0
+
+
+def test_responder_labels_are_host_port_and_bounded() -> None:
+    assert Metrics(CollectorRegistry()).responder("http://ocsp.lab:8080/p?x") == "ocsp.lab:8080"
+    metrics = Metrics(CollectorRegistry())
+    for i in range(MAX_RESPONDER_LABELS + 10):
+        metrics.observe_ocsp_request(f"http://r{i}.lab/", "good", 0.01)
+    labels = {
+        sample.labels["responder"]
+        for family in metrics.registry.collect()
+        if family.name == "mtls_authz_ocsp_requests"
+        for sample in family.samples
+    }
+    assert len(labels) == MAX_RESPONDER_LABELS + 1
+    assert OTHER_RESPONDER in labels
+
+
+def test_trust_bundle_gauges(pki: LabPki) -> None:
+    metrics = Metrics(CollectorRegistry())
+    bundle = TrustBundle.from_certificates([pki.root.cert, pki.issuing.cert])
+    metrics.observe_trust_bundle(bundle)
+    assert value(metrics, "mtls_authz_trust_bundle_certificates") == 2
+    earliest = min(pki.root.cert.not_valid_after_utc, pki.issuing.cert.not_valid_after_utc)
+    assert value(metrics, "mtls_authz_trust_bundle_not_after_seconds") == earliest.timestamp()
+
+
+def test_cache_size_is_read_when_scraped() -> None:
+    metrics = Metrics(CollectorRegistry())
+    entries = [1, 2, 3]
+    metrics.watch_cache_size(lambda: len(entries))
+    assert value(metrics, "mtls_authz_ocsp_cache_entries") == 3
+    entries.append(4)
+    assert value(metrics, "mtls_authz_ocsp_cache_entries") == 4
+
+
+def test_build_info_and_reloads() -> None:
+    metrics = Metrics(CollectorRegistry())
+    assert value(metrics, "mtls_authz_build_info", version=__version__) == 1
+    metrics.observe_reload(False)
+    assert value(metrics, "mtls_authz_config_reloads_total", result="error") == 1
+    assert value(metrics, "mtls_authz_config_reloads_total", result="success") == 0
+
+
+def test_exposition_passes_promtool(pki: LabPki) -> None:
+    metrics = Metrics(CollectorRegistry())
+    metrics.observe_decision(True, None, 0.001)
+    metrics.observe_ocsp_request("http://ocsp.lab/", "good", 0.01)
+    metrics.observe_cache_lookup("hit")
+    metrics.observe_trust_bundle(TrustBundle.from_certificates([pki.root.cert]))
+    done = subprocess.run(
+        ["promtool", "check", "metrics"],
+        input=generate_latest(metrics.registry), capture_output=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
