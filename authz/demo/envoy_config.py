@@ -17,20 +17,29 @@ CLIENT_CA = "/etc/envoy/tls/client-ca.pem"
 def render(
     template: Path,
     *,
-    listen_port: int,
+    listener_ports: Mapping[str, int],
     admin_port: int,
     cluster_ports: Mapping[str, int],
     files: Mapping[str, Path],
 ) -> dict[str, Any]:
-    """Load `template`, bind everything to 127.0.0.1 with the given ports, and swap file paths."""
+    """Load `template`, bind listeners and clusters to 127.0.0.1 by name, and swap file paths.
+
+    The `envoy_admin` cluster follows `admin_port`. A listener or cluster not named keeps its
+    port (so a config can be validated without choosing every port).
+    """
     config: dict[str, Any] = yaml.safe_load(template.read_text())
     config["admin"]["address"]["socket_address"].update(address="127.0.0.1", port_value=admin_port)
     for listener in config["static_resources"]["listeners"]:
-        listener["address"]["socket_address"].update(address="127.0.0.1", port_value=listen_port)
+        address = listener["address"]["socket_address"]
+        address["address"] = "127.0.0.1"
+        if listener["name"] in listener_ports:
+            address["port_value"] = listener_ports[listener["name"]]
+    ports = {**cluster_ports, "envoy_admin": admin_port}
     for cluster in config["static_resources"]["clusters"]:
-        port = cluster_ports.get(cluster["name"])
+        port = ports.get(cluster["name"])
         if port is None:
             continue
+        cluster["type"] = "STATIC"
         for group in cluster["load_assignment"]["endpoints"]:
             for endpoint in group["lb_endpoints"]:
                 endpoint["endpoint"]["address"]["socket_address"].update(

@@ -69,6 +69,7 @@ class LocalStack:
             "admin": free_port(),
             "authz": free_port(),
             "app": free_port(),
+            "ops": free_port(),
         }
         self.processes: list[Process] = []
         self.authz: Process | None = None
@@ -142,7 +143,7 @@ class LocalStack:
     def _start_envoy(self, files: dict[str, Path]) -> None:
         config = envoy_config.render(
             self.envoy_template,
-            listen_port=self.ports["listen"],
+            listener_ports={"mtls_gateway": self.ports["listen"], "ops": self.ports["ops"]},
             admin_port=self.ports["admin"],
             cluster_ports={"mtls_authz": self.ports["authz"], "app": self.ports["app"]},
             files=files,

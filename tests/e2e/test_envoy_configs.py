@@ -25,7 +25,7 @@ def test_envoy_validates_config(config: Path, envoy: str, pki: LabPki, tmp_path:
     client_ca.write_bytes(pem_bundle(pki.root.cert))
     rendered = envoy_config.render(
         config,
-        listen_port=8443,
+        listener_ports={},
         admin_port=9901,
         cluster_ports={},
         files={

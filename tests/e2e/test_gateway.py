@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import json
+import urllib.error
+import urllib.request
 import uuid
 
 import grpc
@@ -110,3 +112,18 @@ def test_grpc_health_reports_serving(stack: LocalStack) -> None:
         for service in ("", "envoy.service.auth.v3.Authorization"):
             reply = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=GRPC_TIMEOUT)
             assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_ops_listener_exposes_only_ready_and_prometheus_stats(stack: LocalStack) -> None:
+    base = f"http://127.0.0.1:{stack.ports['ops']}"
+    with urllib.request.urlopen(f"{base}/ready", timeout=5) as ready:
+        assert ready.status == 200
+    with urllib.request.urlopen(f"{base}/stats/prometheus", timeout=5) as stats:
+        assert "envoy_http_ext_authz_denied" in stats.read().decode()
+    for path in ("/quitquitquit", "/config_dump", "/stats", "/"):
+        request = urllib.request.Request(
+            f"{base}{path}", method="POST" if "quit" in path else "GET"
+        )
+        with pytest.raises(urllib.error.HTTPError) as info:
+            urllib.request.urlopen(request, timeout=5)
+        assert info.value.code == 404
