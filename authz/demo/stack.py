@@ -193,40 +193,41 @@ class LocalStack:
         self, identity: Identity | None, path: str = "/", headers: Sequence[str] = ()
     ) -> HttpResult:
         """A real request with `curl --cert/--key` (leaf and chain), or with no certificate."""
-        with tempfile.TemporaryDirectory(dir=self.workdir) as tmp:
-            header_file, body_file = Path(tmp) / "headers", Path(tmp) / "body"
-            argv = [
-                "curl",
-                "-sS",
-                "--max-time",
-                str(CURL_TIMEOUT),
-                "--cacert",
-                str(self.workdir / "tls" / "server-ca.pem"),
-                "-D",
-                str(header_file),
-                "-o",
-                str(body_file),
-                "-w",
-                "%{http_code}",
-            ]
-            if identity is not None:
-                cert, key = self.client_files(identity)
-                argv += ["--cert", str(cert), "--key", str(key)]
-            for header in headers:
-                argv += ["-H", header]
-            done = subprocess.run(
-                [*argv, self.url + path],
-                capture_output=True,
-                text=True,
-                timeout=CURL_TIMEOUT + 5,
-                check=False,
-            )
-            status = int(done.stdout.strip() or 0)
-            return HttpResult(
-                status,
-                _parse_headers(header_file.read_text() if header_file.exists() else ""),
-                body_file.read_bytes() if body_file.exists() else b"",
-            )
+        return curl(
+            self.url + path,
+            self.workdir,
+            self.workdir / "tls" / "server-ca.pem",
+            self.client_files(identity) if identity is not None else None,
+            headers,
+        )
+
+
+def curl(
+    url: str,
+    workdir: Path,
+    server_ca: Path,
+    client: tuple[Path, Path] | None,
+    headers: Sequence[str] = (),
+) -> HttpResult:
+    """`curl` with the client's certificate chain and key files, bounded by CURL_TIMEOUT."""
+    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+        header_file, body_file = Path(tmp) / "headers", Path(tmp) / "body"
+        argv = [
+            "curl", "-sS", "--max-time", str(CURL_TIMEOUT), "--cacert", str(server_ca),
+            "-D", str(header_file), "-o", str(body_file), "-w", "%{http_code}",
+        ]  # fmt: skip
+        if client is not None:
+            argv += ["--cert", str(client[0]), "--key", str(client[1])]
+        for header in headers:
+            argv += ["-H", header]
+        done = subprocess.run(
+            [*argv, url], capture_output=True, text=True, timeout=CURL_TIMEOUT + 5, check=False
+        )
+        return HttpResult(
+            int(done.stdout.strip() or 0),
+            _parse_headers(header_file.read_text() if header_file.exists() else ""),
+            body_file.read_bytes() if body_file.exists() else b"",
+        )
 
 
 def _parse_headers(text: str) -> dict[str, str]:

@@ -1,0 +1,51 @@
+"""The container image's recipe, checked statically (no Docker engine runs here)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+DOCKERFILE = (REPO / "deploy" / "Dockerfile").read_text()
+
+
+def stages() -> list[str]:
+    return re.split(r"^FROM ", DOCKERFILE, flags=re.MULTILINE)[1:]
+
+
+def test_base_image_is_pinned_by_version() -> None:
+    (default,) = re.findall(r"^ARG PYTHON_IMAGE=(\S+)$", DOCKERFILE, re.MULTILINE)
+    name, _, tag = default.partition(":")
+    assert name == "python"
+    assert re.match(r"^3\.\d+\.\d+-slim", tag), tag
+    assert all(stage.startswith("${PYTHON_IMAGE}") for stage in stages())
+
+
+def test_multi_stage_and_runtime_has_no_compiler() -> None:
+    assert len(stages()) == 2
+    runtime = stages()[-1]
+    for tool in ("gcc", "build-essential", "apt-get install", "make "):
+        assert tool not in runtime
+    assert "--no-index" in runtime  # installs only the wheels built in the first stage
+
+
+def test_runs_as_a_non_root_user() -> None:
+    (user,) = re.findall(r"^USER (\S+)$", stages()[-1], re.MULTILINE)
+    uid = user.split(":")[0]
+    assert uid.isdigit() and int(uid) >= 1000
+
+
+def test_oci_labels() -> None:
+    for label in ("title", "description", "version", "licenses", "source"):
+        assert f"org.opencontainers.image.{label}=" in DOCKERFILE
+
+
+def test_build_context_is_limited() -> None:
+    ignore = (REPO / ".dockerignore").read_text().splitlines()
+    assert ignore[ignore.index("*")] == "*"  # everything excluded, then what is needed
+    assert {"!pyproject.toml", "!constraints.txt", "!authz/"} <= set(ignore)
+    for needed in re.findall(r"^COPY (?!--from)(.+) \S+$", DOCKERFILE, re.MULTILINE):
+        for path in needed.split():
+            assert (
+                f"!{path.rstrip('/')}" in ignore or f"!{path}" in ignore or f"!{path}/" in ignore
+            ), path
