@@ -6,7 +6,8 @@ other than Denied escaping from here is a bug; the servicer turns it into `inter
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import OrderedDict
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from cryptography import x509
@@ -47,37 +48,100 @@ class Decision:
         return cls(False, denied.reason, denied.message, leaf)
 
 
+class VerifiedMemo:
+    """What a certificate field proved, kept per (field, XFCC) so a returning client is not
+    re-parsed and its issuer signature not re-verified. Bounded (LRU); lives in a State, so a
+    reload starts it afresh. Time-dependent checks (validity) still run on every request.
+    """
+
+    def __init__(self, max_entries: int = 4096) -> None:
+        self._max_entries = max_entries
+        self._entries: OrderedDict[tuple[str, str], Verified | Decision] = OrderedDict()
+
+    def get(self, key: tuple[str, str]) -> Verified | Decision | None:
+        found = self._entries.get(key)
+        if found is not None:
+            self._entries.move_to_end(key)
+        return found
+
+    def put(self, key: tuple[str, str], value: Verified | Decision) -> None:
+        self._entries[key] = value
+        if len(self._entries) > self._max_entries:
+            self._entries.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+@dataclass(frozen=True)
+class Verified:
+    """A parsed leaf whose issuer is allowed and proven; valid between the two times."""
+
+    leaf: x509.Certificate
+    issuer: x509.Certificate
+    not_before: datetime
+    not_after: datetime
+
+
 @dataclass(frozen=True)
 class State:
-    """Everything loaded at start (and, later, on reload) that decisions depend on."""
+    """Everything loaded at start (and on reload) that decisions depend on."""
 
     trust: TrustBundle
     policy: IssuerPolicy
+    memo: VerifiedMemo = field(default_factory=VerifiedMemo, compare=False, repr=False)
+
+
+# Fields larger than this are refused before parsing anyway; never worth remembering.
+_MEMO_MAX_FIELD = 16 * 1024
 
 
 def decide(check: CheckInput, state: State, now: datetime) -> Decision:
     """Decide on one request. `now` is timezone-aware UTC."""
+    key = (check.certificate, check.xfcc)
+    verified = state.memo.get(key)
+    if verified is None:
+        verified = verify(check, state)
+        if len(check.certificate) + len(check.xfcc) <= _MEMO_MAX_FIELD:
+            state.memo.put(key, verified)
+    if isinstance(verified, Decision):
+        return verified
+    try:
+        check_validity(verified, now)
+    except Denied as denied:
+        return Decision.deny(denied, verified.leaf)
+    return Decision(True, leaf=verified.leaf, issuer=verified.issuer)
+
+
+def verify(check: CheckInput, state: State) -> Verified | Decision:
+    """Everything about the certificate that does not depend on the time: proven, or a deny."""
     leaf: x509.Certificate | None = None
     try:
         leaf = decode_source_certificate(check.certificate)
-        issuer = find_allowed_issuer(leaf, check.xfcc, state, now)
+        try:
+            not_before, not_after = leaf.not_valid_before_utc, leaf.not_valid_after_utc
+            leaf.extensions  # noqa: B018 - parse them now: a malformed extension is the client's fault
+        except ValueError:
+            raise Denied(
+                Reason.MALFORMED_CERTIFICATE, "The client certificate cannot be parsed."
+            ) from None
+        issuer = find_allowed_issuer(leaf, check.xfcc, state)
     except Denied as denied:
         return Decision.deny(denied, leaf)
-    return Decision(True, leaf=leaf, issuer=issuer)
+    return Verified(leaf, issuer, not_before, not_after)
 
 
-def find_allowed_issuer(
-    leaf: x509.Certificate, xfcc: str, state: State, now: datetime
-) -> x509.Certificate:
+def find_allowed_issuer(leaf: x509.Certificate, xfcc: str, state: State) -> x509.Certificate:
     """The trusted issuer of `leaf`, or Denied with the first rule it breaks."""
-    check_validity(leaf, now)
     if not state.policy.allows(leaf.issuer):
         raise Denied(
             Reason.ISSUER_NOT_ALLOWED,
             f"Certificates issued by {display(leaf.issuer)} are not accepted.",
         )
-    offered = chain_from_xfcc(xfcc) if xfcc else []
-    issuer = state.trust.find_issuer(leaf, offered)
+    issuer = state.trust.find_issuer(leaf)
+    if issuer is None and xfcc:
+        # Only now is the client's own chain worth parsing: the bundle lacks the issuer.
+        issuer = state.trust.find_issuer(leaf, chain_from_xfcc(xfcc))
     if issuer is None:
         raise Denied(
             Reason.ISSUER_UNKNOWN,
@@ -87,22 +151,15 @@ def find_allowed_issuer(
     return issuer
 
 
-def check_validity(leaf: x509.Certificate, now: datetime) -> None:
+def check_validity(verified: Verified, now: datetime) -> None:
     """Envoy checks validity too; this keeps a misconfigured Envoy from widening the policy."""
-    try:
-        not_before, not_after = leaf.not_valid_before_utc, leaf.not_valid_after_utc
-        leaf.extensions  # noqa: B018 - parse them now: a malformed extension is the client's fault
-    except ValueError as e:
-        raise Denied(
-            Reason.MALFORMED_CERTIFICATE, "The client certificate cannot be parsed."
-        ) from e
-    if now < not_before:
+    if now < verified.not_before:
         raise Denied(
             Reason.CERTIFICATE_NOT_YET_VALID,
-            f"The client certificate is not valid before {not_before.isoformat()}.",
+            f"The client certificate is not valid before {verified.not_before.isoformat()}.",
         )
-    if now > not_after:
+    if now > verified.not_after:
         raise Denied(
             Reason.CERTIFICATE_EXPIRED,
-            f"The client certificate expired at {not_after.isoformat()}.",
+            f"The client certificate expired at {verified.not_after.isoformat()}.",
         )

@@ -9,6 +9,7 @@ of the message.
 from __future__ import annotations
 
 import base64
+import functools
 import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -64,6 +65,12 @@ CERT_ENCODERS: dict[CertHeaderFormat, Callable[[x509.Certificate], str]] = {
 }
 
 
+@functools.lru_cache(maxsize=4096)
+def encode_certificate(fmt: CertHeaderFormat, leaf: x509.Certificate) -> str:
+    """The header value, computed once per certificate and format (clients come back)."""
+    return CERT_ENCODERS[fmt](leaf)
+
+
 def overwrite(name: str, value: str) -> base_pb2.HeaderValueOption:
     """A header option that replaces every client-sent value of `name` (see module docstring)."""
     return base_pb2.HeaderValueOption(
@@ -84,14 +91,16 @@ class ResponseBuilder:
     """Seconds a client is told to wait after `revocation_check_failed`."""
 
     def build(self, decision: Decision) -> external_auth_pb2.CheckResponse:
+        """The response for a decision. Responses are shared between Checks of the same client
+        (gRPC only serializes them), so a returning client costs a cache lookup."""
         if decision.allowed and decision.leaf is not None:
-            return self.allow(decision.leaf, decision.upstream_headers)
-        return self.deny(decision.reason or Reason.INTERNAL_ERROR, decision.message)
+            return _cached_allow(self, decision.leaf, decision.upstream_headers)
+        return _cached_deny(self, decision.reason or Reason.INTERNAL_ERROR, decision.message)
 
     def allow(
         self, leaf: x509.Certificate, extra: Iterable[tuple[str, str]] = ()
     ) -> external_auth_pb2.CheckResponse:
-        value = CERT_ENCODERS[self.cert_header_format](leaf)
+        value = encode_certificate(self.cert_header_format, leaf)
         headers = [overwrite(self.cert_header, value)]
         headers.extend(overwrite(name, header_value) for name, header_value in extra)
         setting = {self.cert_header.lower(), *(name.lower() for name, _ in extra)}
@@ -126,3 +135,17 @@ class ResponseBuilder:
         if reason is Reason.REVOCATION_CHECK_FAILED:
             headers.append(overwrite("retry-after", str(self.retry_after)))
         return headers
+
+
+@functools.lru_cache(maxsize=4096)
+def _cached_allow(
+    builder: ResponseBuilder, leaf: x509.Certificate, extra: tuple[tuple[str, str], ...]
+) -> external_auth_pb2.CheckResponse:
+    return builder.allow(leaf, extra)
+
+
+@functools.lru_cache(maxsize=1024)
+def _cached_deny(
+    builder: ResponseBuilder, reason: Reason, message: str
+) -> external_auth_pb2.CheckResponse:
+    return builder.deny(reason, message)

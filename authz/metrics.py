@@ -84,18 +84,21 @@ class Metrics:
         )
         build_info.labels(version=__version__).set(1)
         self._responders: set[str] = set()
-        for reason in Reason:
-            self.decisions.labels(decision="deny", reason=reason.value)
-        self.decisions.labels(decision="allow", reason="none")
+        # Children looked up once: every Check touches them.
+        self._denied = {r: self.decisions.labels(decision="deny", reason=r.value) for r in Reason}
+        self._allowed = self.decisions.labels(decision="allow", reason="none")
+        self._lookups = {
+            r: self.cache_lookups.labels(result=r)
+            for r in ("hit", "miss", "coalesced", "stale_refresh")
+        }
         for result in ("success", "error"):
             self.config_reloads.labels(result=result)
 
     def observe_decision(self, allowed: bool, reason: Reason | None, seconds: float) -> None:
         if allowed:
-            self.decisions.labels(decision="allow", reason="none").inc()
+            self._allowed.inc()
         else:
-            label = reason.value if reason else Reason.INTERNAL_ERROR.value
-            self.decisions.labels(decision="deny", reason=label).inc()
+            self._denied[reason or Reason.INTERNAL_ERROR].inc()
         self.check_duration.observe(seconds)
 
     def responder(self, url: str) -> str:
@@ -114,7 +117,7 @@ class Metrics:
         self.ocsp_duration.labels(responder=label).observe(seconds)
 
     def observe_cache_lookup(self, result: str) -> None:
-        self.cache_lookups.labels(result=result).inc()
+        self._lookups[result].inc()
 
     def watch_cache_size(self, size: Callable[[], int]) -> None:
         self.cache_entries.set_function(lambda: float(size()))

@@ -31,6 +31,7 @@ from authz.revocation.ocsp_verify import (
 log = logging.getLogger("authz.ocsp")
 
 ALLOWED_SCHEMES = ("http://", "https://")
+URL_MEMO_SIZE = 4096
 
 # (CertID hash algorithm, issuer certificate fingerprint, serial). The issuer certificate fixes
 # both the issuer name hash and key hash, so this identifies the same thing as the CertID.
@@ -93,6 +94,7 @@ class OcspChecker:
         self._config = config
         self._now = now
         self._overrides = dict(config.overrides or {})
+        self._urls: dict[x509.Certificate, str | None] = {}
 
     @property
     def cache(self) -> SingleFlightCache[CacheKey, OcspOutcome]:
@@ -100,11 +102,15 @@ class OcspChecker:
 
     def responder_url(self, leaf: x509.Certificate) -> str | None:
         """The configured override for the leaf's issuer, else the first AIA OCSP URL."""
+        if leaf in self._urls:
+            return self._urls[leaf]
         override = self._overrides.get(name_key(leaf.issuer))
-        if override:
-            return override
         urls = aia_ocsp_urls(leaf)
-        return urls[0] if urls else None
+        url = override or (urls[0] if urls else None)
+        if len(self._urls) >= URL_MEMO_SIZE:
+            self._urls.clear()  # crude but bounded; repeat clients refill it at once
+        self._urls[leaf] = url
+        return url
 
     async def check(
         self, leaf: x509.Certificate, issuer: x509.Certificate, url: str

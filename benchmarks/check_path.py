@@ -1,0 +1,102 @@
+"""In-process cost of one Check with a warm OCSP cache: the servicer called directly, no gRPC.
+
+Isolates mtls-authz's own work from gRPC and the network. Runs variants side by side in one
+process (same machine state) and prints calls/s and µs/call for each; `--profile` prints the top
+functions of the full variant (cProfile).
+
+    .venv/bin/python -m benchmarks.check_path [--calls 20000] [--profile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import logging
+import pstats
+import time
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry
+
+from authz.authorize import Authorizer, RevocationMode
+from authz.decide import State
+from authz.demo.ocsp_responder import build_response
+from authz.demo.pki import LabPki
+from authz.envoy_response import CertHeaderFormat, ResponseBuilder
+from authz.metrics import Metrics
+from authz.policy import IssuerPolicy
+from authz.revocation.cache import SingleFlightCache
+from authz.revocation.checker import OcspChecker, OcspConfig
+from authz.server.servicer import AuthorizationServicer, Runtime
+from authz.trust import TrustBundle
+from benchmarks.requests import check_request
+
+
+class FixedFetcher:
+    """Answers every request with one good response (the cache makes it one request anyway)."""
+
+    def __init__(self, der: bytes) -> None:
+        self.der = der
+
+    async def fetch(self, url: str, request_der: bytes) -> bytes:
+        return self.der
+
+
+def make_servicer(pki: LabPki, leaf_der_response: bytes, with_metrics: bool) -> AuthorizationServicer:
+    metrics = Metrics(CollectorRegistry()) if with_metrics else None
+    state = State(
+        TrustBundle.from_certificates([pki.root.cert, pki.issuing.cert]),
+        IssuerPolicy.from_dns([LabPki.ISSUING_DN]),
+    )
+    checker = OcspChecker(
+        FixedFetcher(leaf_der_response),
+        SingleFlightCache(100_000),
+        OcspConfig(overrides={}),
+        metrics,
+    )
+    runtime = Runtime(
+        Authorizer(state, checker, RevocationMode.REQUIRE),
+        ResponseBuilder("X-Client-Cert", CertHeaderFormat.BASE64_DER, 400),
+    )
+    return AuthorizationServicer(lambda: runtime, metrics)
+
+
+async def run(servicer: AuthorizationServicer, request: object, calls: int) -> float:
+    await servicer.Check(request, None)  # warm the caches
+    started = time.perf_counter()
+    for _ in range(calls):
+        await servicer.Check(request, None)
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--calls", type=int, default=20_000)
+    parser.add_argument("--profile", action="store_true")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO)
+
+    pki = LabPki.create()
+    client = pki.client("bench", ocsp_url="http://127.0.0.1:9/ocsp")
+    response = build_response((client.cert, pki.issuing.cert), pki.issuing)
+    request = check_request(client.cert, pki.issuing.cert)
+    variants: dict[str, Callable[[], AuthorizationServicer]] = {
+        "full (metrics + logs)": lambda: make_servicer(pki, response, True),
+        "no metrics": lambda: make_servicer(pki, response, False),
+    }
+    print(f"{'variant':<24} {'calls/s':>10} {'µs/call':>9}")
+    for name, factory in variants.items():
+        elapsed = asyncio.run(run(factory(), request, args.calls))
+        print(f"{name:<24} {args.calls / elapsed:>10.0f} {elapsed / args.calls * 1e6:>9.1f}")
+    if args.profile:
+        servicer = variants["full (metrics + logs)"]()
+        profiler = cProfile.Profile()
+        profiler.enable()
+        asyncio.run(run(servicer, request, args.calls))
+        profiler.disable()
+        pstats.Stats(profiler).sort_stats("tottime").print_stats(18)
+
+
+if __name__ == "__main__":
+    main()
