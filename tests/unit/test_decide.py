@@ -4,7 +4,7 @@ import datetime as dt
 
 import pytest
 
-from authz.decide import CheckInput, State, decide
+from authz.decide import CheckInput, State, VerifiedMemo, decide
 from authz.demo.pki import LabPki
 from authz.policy import IssuerPolicy
 from authz.reasons import Reason
@@ -91,3 +91,47 @@ def test_policy_accepts_slash_form(pki: LabPki) -> None:
     policy = IssuerPolicy.from_dns(["/O=lab/CN=lab issuing ca"])
     assert policy.allows(pki.issuing.cert.subject)
     assert not policy.allows(pki.other.cert.subject)
+
+
+def test_a_returning_client_is_not_verified_again(
+    pki: LabPki, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    state = State(
+        TrustBundle.from_certificates([pki.root.cert, pki.issuing.cert]),
+        IssuerPolicy.from_dns([LabPki.ISSUING_DN]),
+    )
+    check = CheckInput(envoy_field(pki.client("memo").cert))
+    assert decide(check, state, NOW).allowed
+    calls = []
+    monkeypatch.setattr(
+        "authz.decide.verify", lambda *a: calls.append(a) or pytest.fail("verified again")
+    )
+    assert decide(check, state, NOW).allowed
+    assert calls == []
+    assert len(state.memo) == 1
+
+
+def test_validity_is_checked_on_every_request_even_when_remembered(pki: LabPki) -> None:
+    state = State(
+        TrustBundle.from_certificates([pki.root.cert, pki.issuing.cert]),
+        IssuerPolicy.from_dns([LabPki.ISSUING_DN]),
+    )
+    leaf = pki.client("memo-expiry", not_after=NOW + dt.timedelta(minutes=1))
+    check = CheckInput(envoy_field(leaf.cert))
+    assert decide(check, state, NOW).allowed
+    later = decide(check, state, NOW + dt.timedelta(minutes=2))
+    assert later.reason is Reason.CERTIFICATE_EXPIRED
+
+
+def test_denials_are_remembered_too_and_the_memo_is_bounded(pki: LabPki) -> None:
+
+    state = State(
+        TrustBundle.from_certificates([pki.root.cert]),
+        IssuerPolicy.from_dns([LabPki.ISSUING_DN]),
+        VerifiedMemo(max_entries=2),
+    )
+    for name in ("a", "b", "c"):
+        other = CheckInput(envoy_field(pki.client(name, pki.other).cert))
+        assert decide(other, state, NOW).reason is Reason.ISSUER_NOT_ALLOWED
+        assert decide(other, state, NOW).reason is Reason.ISSUER_NOT_ALLOWED
+    assert len(state.memo) == 2
