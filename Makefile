@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 CODE := authz tests $(wildcard benchmarks)
 
-.PHONY: install system-deps lint format test unit e2e demo clean
+.PHONY: install system-deps lint format test unit e2e demo clean bench
 
 install: $(STAMP)
 
@@ -54,3 +54,17 @@ demo: install
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+
+# Benchmarks: side by side with the floor servicer, Envoy alone and nginx (see benchmarks/README.md).
+BENCH_TOOLS := h2load:nghttp2-client wrk:wrk nginx:nginx-light taskset:util-linux
+bench: install
+	@missing=""; for pair in $(BENCH_TOOLS); do \
+		tool=$${pair%%:*}; package=$${pair##*:}; \
+		command -v $$tool >/dev/null || missing="$$missing $$package"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+			apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)

@@ -49,23 +49,32 @@ class Decision:
 
 
 class VerifiedMemo:
-    """What a certificate field proved, kept per (field, XFCC) so a returning client is not
-    re-parsed and its issuer signature not re-verified. Bounded (LRU); lives in a State, so a
-    reload starts it afresh. Time-dependent checks (validity) still run on every request.
+    """What a certificate field proved, kept per field so a returning client is not re-parsed and
+    its issuer signature not re-verified. Bounded (LRU); lives in a State, so a reload starts it
+    afresh. Time-dependent checks (validity) still run on every request.
+
+    The XFCC header is part of the match only for verdicts that depended on it (the issuer came
+    from the client's chain, or was not found): most clients' keys hold just the certificate.
     """
 
-    def __init__(self, max_entries: int = 4096) -> None:
+    def __init__(self, max_entries: int = 2048) -> None:
         self._max_entries = max_entries
-        self._entries: OrderedDict[tuple[str, str], Verified | Decision] = OrderedDict()
+        self._entries: OrderedDict[str, tuple[str | None, Verified | Decision]] = OrderedDict()
 
-    def get(self, key: tuple[str, str]) -> Verified | Decision | None:
-        found = self._entries.get(key)
-        if found is not None:
-            self._entries.move_to_end(key)
-        return found
+    def get(self, certificate: str, xfcc: str) -> Verified | Decision | None:
+        found = self._entries.get(certificate)
+        if found is None:
+            return None
+        depends_on, verdict = found
+        if depends_on is not None and depends_on != xfcc:
+            return None
+        self._entries.move_to_end(certificate)
+        return verdict
 
-    def put(self, key: tuple[str, str], value: Verified | Decision) -> None:
-        self._entries[key] = value
+    def put(self, certificate: str, xfcc: str | None, verdict: Verified | Decision) -> None:
+        """`xfcc` is the header the verdict depended on, or None when it did not."""
+        self._entries[certificate] = (xfcc, verdict)
+        self._entries.move_to_end(certificate)
         if len(self._entries) > self._max_entries:
             self._entries.popitem(last=False)
 
@@ -98,12 +107,11 @@ _MEMO_MAX_FIELD = 16 * 1024
 
 def decide(check: CheckInput, state: State, now: datetime) -> Decision:
     """Decide on one request. `now` is timezone-aware UTC."""
-    key = (check.certificate, check.xfcc)
-    verified = state.memo.get(key)
+    verified = state.memo.get(check.certificate, check.xfcc)
     if verified is None:
-        verified = verify(check, state)
+        verified, used_xfcc = verify(check, state)
         if len(check.certificate) + len(check.xfcc) <= _MEMO_MAX_FIELD:
-            state.memo.put(key, verified)
+            state.memo.put(check.certificate, check.xfcc if used_xfcc else None, verified)
     if isinstance(verified, Decision):
         return verified
     try:
@@ -113,8 +121,9 @@ def decide(check: CheckInput, state: State, now: datetime) -> Decision:
     return Decision(True, leaf=verified.leaf, issuer=verified.issuer)
 
 
-def verify(check: CheckInput, state: State) -> Verified | Decision:
-    """Everything about the certificate that does not depend on the time: proven, or a deny."""
+def verify(check: CheckInput, state: State) -> tuple[Verified | Decision, bool]:
+    """Everything about the certificate that does not depend on the time: proven, or a deny;
+    and whether the verdict depended on the XFCC header."""
     leaf: x509.Certificate | None = None
     try:
         leaf = decode_source_certificate(check.certificate)
@@ -125,21 +134,28 @@ def verify(check: CheckInput, state: State) -> Verified | Decision:
             raise Denied(
                 Reason.MALFORMED_CERTIFICATE, "The client certificate cannot be parsed."
             ) from None
-        issuer = find_allowed_issuer(leaf, check.xfcc, state)
+        issuer, used_xfcc = find_allowed_issuer(leaf, check.xfcc, state)
     except Denied as denied:
-        return Decision.deny(denied, leaf)
-    return Verified(leaf, issuer, not_before, not_after)
+        # Not found in the bundle: another XFCC chain could change that.
+        depends = denied.reason is Reason.ISSUER_UNKNOWN
+        return Decision.deny(denied, leaf), depends
+    return Verified(leaf, issuer, not_before, not_after), used_xfcc
 
 
-def find_allowed_issuer(leaf: x509.Certificate, xfcc: str, state: State) -> x509.Certificate:
-    """The trusted issuer of `leaf`, or Denied with the first rule it breaks."""
+def find_allowed_issuer(
+    leaf: x509.Certificate, xfcc: str, state: State
+) -> tuple[x509.Certificate, bool]:
+    """The trusted issuer of `leaf` and whether XFCC supplied it, or Denied with the first rule
+    it breaks."""
     if not state.policy.allows(leaf.issuer):
         raise Denied(
             Reason.ISSUER_NOT_ALLOWED,
             f"Certificates issued by {display(leaf.issuer)} are not accepted.",
         )
     issuer = state.trust.find_issuer(leaf)
-    if issuer is None and xfcc:
+    if issuer is not None:
+        return issuer, False
+    if xfcc:
         # Only now is the client's own chain worth parsing: the bundle lacks the issuer.
         issuer = state.trust.find_issuer(leaf, chain_from_xfcc(xfcc))
     if issuer is None:
@@ -148,7 +164,7 @@ def find_allowed_issuer(leaf: x509.Certificate, xfcc: str, state: State) -> x509
             f"The certificate names {display(leaf.issuer)} as issuer, but no trusted CA "
             "certificate of that name signed it.",
         )
-    return issuer
+    return issuer, True
 
 
 def check_validity(verified: Verified, now: datetime) -> None:

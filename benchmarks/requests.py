@@ -15,7 +15,9 @@ def _escape(pem: str) -> str:
     return "".join(_ESCAPES.get(c, c) for c in pem)
 
 
-def check_request(leaf: x509.Certificate, issuer: x509.Certificate) -> external_auth_pb2.CheckRequest:
+def check_request(
+    leaf: x509.Certificate, issuer: x509.Certificate
+) -> external_auth_pb2.CheckRequest:
     pem = leaf.public_bytes(Encoding.PEM).decode()
     chain = pem + issuer.public_bytes(Encoding.PEM).decode()
     request = external_auth_pb2.CheckRequest()

@@ -14,6 +14,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
@@ -200,6 +201,17 @@ class OcspResponder:
             nonce=nonce,
         )
 
+    def make_app(self) -> web.Application:
+        async def stats(_: web.Request) -> web.Response:
+            return web.json_response({"requests": self.requests})
+
+        app = web.Application()
+        app.router.add_post("/ocsp", self._handle)
+        app.router.add_post("/ocsp/", self._handle)
+        app.router.add_get("/ocsp/{tail:.+}", self._handle)
+        app.router.add_get("/_stats", stats)
+        return app
+
     # -- running in a background thread, so synchronous tests can use it ----------------------
     def start(self) -> OcspResponder:
         ready = threading.Event()
@@ -208,11 +220,7 @@ class OcspResponder:
             loop = asyncio.new_event_loop()
             asyncio.set_event_loop(loop)
             self._loop = loop
-            app = web.Application()
-            app.router.add_post("/ocsp", self._handle)
-            app.router.add_post("/ocsp/", self._handle)
-            app.router.add_get("/ocsp/{tail:.+}", self._handle)
-            self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
+            self._runner = web.AppRunner(self.make_app(), access_log=None, shutdown_timeout=0.5)
             loop.run_until_complete(self._runner.setup())
             site = web.TCPSite(self._runner, "127.0.0.1", self.port)
             loop.run_until_complete(site.start())
@@ -243,3 +251,27 @@ class OcspResponder:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def main() -> None:
+    """Run in the foreground (a process of its own, e.g. for benchmarks): `/_stats` counts."""
+    import argparse
+
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--issuer", type=Path, required=True, help="CA certificate PEM")
+    parser.add_argument("--signer", type=Path, required=True, help="Signer certificate PEM")
+    parser.add_argument("--signer-key", type=Path, required=True)
+    parser.add_argument("--delay", type=float, default=0.0, help="Added seconds per answer")
+    args = parser.parse_args()
+    issuer = x509.load_pem_x509_certificate(args.issuer.read_bytes())
+    signer_key = load_pem_private_key(args.signer_key.read_bytes(), None)
+    signer = Identity(x509.load_pem_x509_certificate(args.signer.read_bytes()), signer_key)  # type: ignore[arg-type]
+    responder = OcspResponder(Identity(issuer, signer_key), signer, delay=args.delay)  # type: ignore[arg-type]
+    web.run_app(responder.make_app(), host="127.0.0.1", port=args.port, print=None, access_log=None)
+
+
+if __name__ == "__main__":
+    main()

@@ -32,7 +32,7 @@ class Lookup(StrEnum):
     STALE_REFRESH = "stale_refresh"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Loaded(Generic[V]):
     """What a loader returns: the value, how long it may be kept, and whether it is an answer."""
 
@@ -41,7 +41,7 @@ class Loaded(Generic[V]):
     definitive: bool = True
 
 
-@dataclass
+@dataclass(slots=True)
 class _Entry(Generic[V]):
     value: V
     expires_at: float

@@ -38,7 +38,7 @@ URL_MEMO_SIZE = 4096
 CacheKey = tuple[str, bytes, int]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class OcspOutcome:
     """Either a verified status or the reason there is none."""
 

@@ -65,7 +65,7 @@ class CertStatus(StrEnum):
     UNKNOWN = "unknown"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class CertId:
     """RFC 6960 CertID: what a SingleResponse must match, field by field."""
 
@@ -75,7 +75,7 @@ class CertId:
     serial_number: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class OcspQuery:
     """A request ready to send, and what its answer must match."""
 
@@ -84,7 +84,7 @@ class OcspQuery:
     nonce: bytes | None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class OcspStatus:
     """A verified answer."""
 
@@ -95,7 +95,6 @@ class OcspStatus:
     """nextUpdate, or thisUpdate + max_age when the responder gave none."""
     revocation_time: dt.datetime | None = None
     revocation_reason: str | None = None
-    produced_at: dt.datetime | None = None
 
 
 HASHES: dict[str, hashes.HashAlgorithm] = {"sha1": hashes.SHA1(), "sha256": hashes.SHA256()}  # noqa: S303 - SHA-1 CertIDs are what RFC 5019/9919 responders expect
@@ -140,7 +139,7 @@ def verify_response(
     _check_nonce(response, query.nonce)
     single = _matching_single_response(response, query.cert_id)
     _check_critical_extensions(_single_extensions(response), "single response")
-    return _status(single, now, skew, max_age, response.produced_at_utc)
+    return _status(single, now, skew, max_age)
 
 
 def _parse(der: bytes) -> ocsp.OCSPResponse:
@@ -281,7 +280,6 @@ def _status(
     now: dt.datetime,
     skew: dt.timedelta,
     max_age: dt.timedelta,
-    produced_at: dt.datetime,
 ) -> OcspStatus:
     this_update, next_update = single.this_update_utc, single.next_update_utc
     if this_update > now + skew:
@@ -300,5 +298,4 @@ def _status(
         valid_until=valid_until,
         revocation_time=single.revocation_time_utc,
         revocation_reason=reason.value if reason is not None else None,
-        produced_at=produced_at,
     )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import math
 import signal
@@ -189,6 +190,9 @@ async def _run(service: Service) -> int:
         app = http.make_app(service.metrics.registry, lambda: readiness.ready)
         runner = await http.start(app, settings.metrics_listen)
     await server.start()
+    # Everything loaded so far lives as long as the process: keep the cyclic GC from walking it
+    # again and again under load (it showed as p99 stalls).
+    gc.freeze()
     await readiness.serving()
     host = settings.listen.rpartition(":")[0]
     log.info(

@@ -135,3 +135,18 @@ def test_denials_are_remembered_too_and_the_memo_is_bounded(pki: LabPki) -> None
         assert decide(other, state, NOW).reason is Reason.ISSUER_NOT_ALLOWED
         assert decide(other, state, NOW).reason is Reason.ISSUER_NOT_ALLOWED
     assert len(state.memo) == 2
+
+
+def test_a_verdict_that_rested_on_xfcc_is_not_reused_with_another_xfcc(pki: LabPki) -> None:
+    roots_only = State(
+        TrustBundle.from_certificates([pki.root.cert]), IssuerPolicy.from_dns([LabPki.ISSUING_DN])
+    )
+    leaf = pki.client("memo-xfcc")
+    field = envoy_field(leaf.cert)
+    assert decide(
+        CheckInput(field, xfcc_with_chain([leaf.cert, pki.issuing.cert])), roots_only, NOW
+    ).allowed
+    assert decide(CheckInput(field, ""), roots_only, NOW).reason is Reason.ISSUER_UNKNOWN
+    assert decide(CheckInput(field, xfcc_with_chain([leaf.cert])), roots_only, NOW).reason is (
+        Reason.ISSUER_UNKNOWN
+    )

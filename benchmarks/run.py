@@ -1,0 +1,597 @@
+"""`make bench`: mtls-authz side by side with its baselines, on this machine, in one run.
+
+- direct: h2load → Authorization/Check over h2c, mtls-authz (warm cache) vs the floor servicer
+- cold: N never-seen certificates at concurrency C, responder with a fixed added latency
+- memory: RSS with 100 000 cached OCSP answers
+- e2e: wrk → client Envoy (originates mTLS) → gateway → direct response, for Envoy alone,
+  Envoy + mtls-authz, and nginx with ssl_ocsp
+
+Servers run on core 0 and load generators on core 1 (taskset) where the machine has two cores.
+Results print as a table and go to benchmarks/results/<date>.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import yaml
+from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
+
+from authz.demo import envoy_config
+from authz.demo.ocsp_responder import OcspResponder
+from authz.demo.pki import Identity, LabPki, make_ocsp_signer, pem_bundle
+from authz.demo.processes import Process, free_port, http_ok, tcp_open
+from authz.revocation.fetch import get_url
+from authz.revocation.ocsp_verify import build_query
+from benchmarks.requests import check_request
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+TWO_CORES = (os.cpu_count() or 1) >= 2
+SERVER_CPU = ["taskset", "-c", "0"] if TWO_CORES else []
+LOAD_CPU = ["taskset", "-c", "1"] if TWO_CORES else []
+START_TIMEOUT = 30
+
+
+@dataclass(frozen=True)
+class Load:
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    ok: int
+    failed: int
+
+
+def machine() -> str:
+    model = "unknown CPU"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            model = line.split(":", 1)[1].strip()
+            break
+    return f"{os.cpu_count()} × {model}"
+
+
+def grpc_frame(message: bytes) -> bytes:
+    """gRPC's length-prefixed message: compression flag, 4-byte big-endian length, message."""
+    return b"\x00" + len(message).to_bytes(4, "big") + message
+
+
+def h2load(port: int, body: Path, seconds: int, clients: int, streams: int, log: Path) -> Load:
+    argv = [
+        *LOAD_CPU, "h2load", "-D", str(seconds), "--warm-up-time", "2", "-c", str(clients),
+        "-m", str(streams), "-t", "1", "-d", str(body), "--log-file", str(log),
+        "-H", "content-type: application/grpc", "-H", "te: trailers",
+        f"http://127.0.0.1:{port}/envoy.service.auth.v3.Authorization/Check",
+    ]  # fmt: skip
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60, check=True)
+    rps = float(re.search(r"finished in [\d.]+\w*, ([\d.]+) req/s", done.stdout).group(1))  # type: ignore[union-attr]
+    counts = re.search(
+        r"requests: \d+ total, \d+ started, \d+ done, (\d+) succeeded, (\d+) failed", done.stdout
+    )
+    assert counts, done.stdout
+    durations = sorted(
+        int(line.split()[2]) for line in log.read_text().splitlines() if line.strip()
+    )
+    return Load(
+        rps,
+        durations[len(durations) // 2] / 1000,
+        durations[int(len(durations) * 0.99)] / 1000,
+        int(counts.group(1)),
+        int(counts.group(2)),
+    )
+
+
+def wrk(port: int, seconds: int, connections: int) -> Load:
+    argv = [
+        *LOAD_CPU, "wrk", "-t", "1", "-c", str(connections), "-d", f"{seconds}s", "--latency",
+        "--timeout", "5s", f"http://127.0.0.1:{port}/bench",
+    ]  # fmt: skip
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60, check=True)
+    out = done.stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+
+    def percentile(p: str) -> float:
+        value, unit = re.search(rf"\s{p}%\s+([\d.]+)(\w+)", out).groups()  # type: ignore[union-attr]
+        return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+    total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors = re.search(r"Socket errors: .*", out)
+    failed = (int(non2xx.group(1)) if non2xx else 0) + (1 if errors else 0)
+    return Load(rps, percentile("50"), percentile("99"), total, failed)
+
+
+def start_authz(
+    workdir: Path, pki: LabPki, responder: OcspResponder | str, *extra: str
+) -> tuple[Process, int]:
+    bundle = workdir / "bundle.pem"
+    bundle.write_bytes(pem_bundle(pki.root.cert, pki.issuing.cert))
+    port = free_port()
+    argv = [
+        *SERVER_CPU, sys.executable, "-m", "authz", "serve", "--listen", f"127.0.0.1:{port}",
+        "--trust-bundle", str(bundle), "--allowed-issuer", LabPki.ISSUING_DN,
+        "--ocsp-responder", f"{LabPki.ISSUING_DN}={responder if isinstance(responder, str) else responder.url}",
+        "--log-level", "warning",
+        "--ocsp-timeout", "5", *extra,
+    ]  # fmt: skip
+    process = Process("mtls-authz", argv, workdir / f"authz-{port}.log").start()
+    process.wait_until(lambda: tcp_open(port), START_TIMEOUT, "listening")
+    return process, port
+
+
+def start_floor(workdir: Path) -> tuple[Process, int]:
+    port = free_port()
+    argv = [
+        *SERVER_CPU,
+        sys.executable,
+        "-m",
+        "benchmarks.floor_server",
+        "--listen",
+        f"127.0.0.1:{port}",
+    ]
+    process = Process("floor", argv, workdir / "floor.log").start()
+    process.wait_until(lambda: tcp_open(port), START_TIMEOUT, "listening")
+    return process, port
+
+
+def grpc_check(
+    port: int, request: external_auth_pb2.CheckRequest
+) -> external_auth_pb2.CheckResponse:
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        return external_auth_pb2_grpc.AuthorizationStub(channel).Check(request, timeout=10)
+
+
+# -- direct ---------------------------------------------------------------------------------------
+
+
+def bench_direct(
+    workdir: Path, pki: LabPki, responder: OcspResponder, seconds: int, rounds: int
+) -> list[str]:
+    """Floor and mtls-authz alternately, `rounds` times each; the median round of each counts."""
+    client = pki.client("bench-direct")
+    request = check_request(client.cert, pki.issuing.cert)
+    body = workdir / "check.grpc"
+    body.write_bytes(grpc_frame(request.SerializeToString()))
+    servers = {
+        "floor (trivial servicer)": lambda: start_floor(workdir),
+        "mtls-authz, warm cache": lambda: start_authz(workdir, pki, responder),
+    }
+    runs: dict[str, list[Load]] = {name: [] for name in servers}
+    for _ in range(rounds):
+        for name, start in servers.items():
+            process, port = start()
+            try:
+                response = grpc_check(port, request)  # also warms the OCSP cache
+                assert response.HasField("ok_response"), response
+                runs[name].append(h2load(port, body, seconds, 10, 10, workdir / "h2load.log"))
+            finally:
+                process.stop()
+    results = {
+        name: sorted(loads, key=lambda r: r.rps)[len(loads) // 2] for name, loads in runs.items()
+    }
+    floor, authz = results["floor (trivial servicer)"], results["mtls-authz, warm cache"]
+    lines = [
+        f"| direct (h2load → Check over h2c; median of {rounds} alternating rounds) | Check/s | p50 ms | p99 ms | failed | all rounds, Check/s |",
+        "| --- | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for name, r in results.items():
+        every = ", ".join(f"{x.rps:.0f}" for x in runs[name])
+        lines.append(
+            f"| {name} | {r.rps:.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | {r.failed} | {every} |"
+        )
+    lines.append(
+        f"| **ratio mtls-authz / floor** | **{authz.rps / floor.rps:.2f}** | "
+        f"{authz.p50_ms / floor.p50_ms:.2f}× | {authz.p99_ms / floor.p99_ms:.2f}× | | |"
+    )
+    return lines
+
+
+# -- cold path ------------------------------------------------------------------------------------
+
+
+def bench_cold(
+    workdir: Path, pki: LabPki, distinct: int, concurrency: int, delay: float
+) -> list[str]:
+    """Never-seen certificates against a responder (its own process) that takes `delay`."""
+    signer = make_ocsp_signer(pki.issuing)
+    (workdir / "issuing.pem").write_bytes(pki.issuing.cert_pem)
+    signer_cert, signer_key = signer.write(workdir, "signer")
+    port = free_port()
+    argv = [
+        *LOAD_CPU, sys.executable, "-m", "authz.demo.ocsp_responder", "--port", str(port),
+        "--issuer", str(workdir / "issuing.pem"), "--signer", str(signer_cert),
+        "--signer-key", str(signer_key), "--delay", str(delay),
+    ]  # fmt: skip
+    responder = Process("responder", argv, workdir / "responder.log").start()
+    responder.wait_until(lambda: tcp_open(port), START_TIMEOUT, "listening")
+    url = f"http://127.0.0.1:{port}/ocsp"
+    repeat = 4  # each certificate asked for this many times at once: one request must serve all
+    process, authz_port = start_authz(
+        workdir, pki, url, "--ocsp-responder-concurrency", str(concurrency)
+    )
+    try:
+        # The responder's own time, asked directly (one at a time, distinct certificates).
+        direct = []
+        for i in range(50):
+            der = build_query(pki.client(f"cold-direct-{i}").cert, pki.issuing.cert).der
+            started = time.perf_counter()
+            with urllib.request.urlopen(get_url(url, der) or url, timeout=10) as answer:
+                answer.read()
+            direct.append(time.perf_counter() - started)
+        # One at a time: what a cold Check adds over the responder when nothing queues.
+        alone = [
+            check_request(pki.client(f"cold-seq-{i}").cert, pki.issuing.cert) for i in range(50)
+        ]
+        sequential = asyncio.run(_concurrent_checks(authz_port, alone, 1))
+        clients = [pki.client(f"cold-{i}") for i in range(distinct)]
+        requests = [check_request(c.cert, pki.issuing.cert) for c in clients for _ in range(repeat)]
+        latencies = asyncio.run(_concurrent_checks(authz_port, requests, concurrency * repeat))
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stats", timeout=10) as stats:
+            sent = json.load(stats)["requests"] - len(alone) - len(direct)
+    finally:
+        process.stop()
+        responder.stop()
+    seq_median = statistics.median(sequential) * 1000
+    own = statistics.median(direct) * 1000
+    median = statistics.median(latencies) * 1000
+    return [
+        "| cold path (responder in its own process) | value |",
+        "| --- | ---: |",
+        f"| responder's configured delay | {delay * 1000:.0f} ms |",
+        f"| responder's own time, asked directly, p50 | {own:.1f} ms |",
+        f"| one at a time: Check latency p50 (50 certificates) | {seq_median:.1f} ms |",
+        f"| **one at a time: added over the responder's own time, p50** | **{seq_median - own:.1f} ms** |",
+        f"| concurrent: distinct certificates, each checked {repeat}× at once | {distinct} |",
+        f"| concurrent: Checks in flight | {concurrency * repeat} ({concurrency} distinct) |",
+        f"| concurrent: OCSP requests at the responder | **{sent}** (must be {distinct}) |",
+        f"| concurrent: Check latency p50 | {median:.1f} ms |",
+        f"| concurrent: added over the responder's own time, p50 | {median - own:.1f} ms |",
+    ]
+
+
+async def _concurrent_checks(
+    port: int, requests: list[external_auth_pb2.CheckRequest], concurrency: int
+) -> list[float]:
+    latencies: list[float] = []
+    gate = asyncio.Semaphore(concurrency)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = external_auth_pb2_grpc.AuthorizationStub(channel)
+
+        async def one(request: external_auth_pb2.CheckRequest) -> None:
+            async with gate:
+                started = time.perf_counter()
+                response = await stub.Check(request, timeout=30)
+                latencies.append(time.perf_counter() - started)
+                assert response.HasField("ok_response"), response
+
+        await asyncio.gather(*(one(r) for r in requests))
+    return latencies
+
+
+# -- memory ---------------------------------------------------------------------------------------
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")
+
+
+def bench_memory(workdir: Path, pki: LabPki, responder: OcspResponder, entries: int) -> list[str]:
+    process, port = start_authz(workdir, pki, responder, "--ocsp-cache-size", str(entries))
+    try:
+        first = pki.client("mem-0")
+        grpc_check(port, check_request(first.cert, pki.issuing.cert))
+        baseline = rss_mb(process.pid)
+        started = time.monotonic()
+        template = pki.client("mem-template")
+        requests = [
+            check_request(_same_key_leaf(template, pki, i).cert, pki.issuing.cert)
+            for i in range(entries)
+        ]
+        asyncio.run(_concurrent_checks(port, requests, 64))
+        filled = rss_mb(process.pid)
+        elapsed = time.monotonic() - started
+    finally:
+        process.stop()
+    return [
+        "| memory | value |",
+        "| --- | ---: |",
+        f"| RSS after start and one Check | {baseline:.1f} MB |",
+        f"| RSS with {entries} cached OCSP answers | **{filled:.1f} MB** |",
+        f"| per cached answer | {(filled - baseline) * 1024 * 1024 / entries:.0f} bytes |",
+        f"| time to fill (Checks of never-seen certificates) | {elapsed:.0f} s |",
+    ]
+
+
+def _same_key_leaf(template: Identity, pki: LabPki, index: int) -> Identity:
+    """A distinct certificate (serial) cheaply: same subject key, fresh signature."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(template.cert.subject)
+        .issuer_name(pki.issuing.cert.subject)
+        .public_key(template.key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(template.cert.not_valid_before_utc)
+        .not_valid_after(template.cert.not_valid_after_utc)
+        .sign(pki.issuing.key, hashes.SHA256())
+    )
+    return Identity(cert, template.key)
+
+
+# -- end to end -----------------------------------------------------------------------------------
+
+
+def bench_e2e(workdir: Path, pki: LabPki, responder: OcspResponder, seconds: int) -> list[str]:
+    client = pki.client("bench-e2e", ocsp_url=responder.url)
+    tls = workdir / "tls"
+    server_cert, server_key = pki.server.write(tls, "server")
+    client_cert, client_key = client.write(tls, "client")
+    (tls / "client-ca.pem").write_bytes(pem_bundle(pki.root.cert))
+    (tls / "server-ca.pem").write_bytes(pem_bundle(pki.root.cert))
+    files = {
+        envoy_config.SERVER_CERT: server_cert,
+        envoy_config.SERVER_KEY: server_key,
+        envoy_config.CLIENT_CA: tls / "client-ca.pem",
+    }
+    results: dict[str, Load] = {}
+    ocsp_requests: dict[str, int] = {}
+    gateways = {
+        "Envoy alone (no ext_authz)": lambda port: _gateway_envoy(workdir, port, files, None),
+        "Envoy + floor servicer": lambda port: _gateway_envoy(
+            workdir, port, files, start_floor(workdir)
+        ),
+        "Envoy + mtls-authz": lambda port: _gateway_envoy(
+            workdir, port, files, start_authz(workdir, pki, responder)
+        ),
+        "nginx, ssl_ocsp leaf": lambda port: _gateway_nginx(workdir, port, tls),
+    }
+    for name, start in gateways.items():
+        gateway_port = free_port()
+        processes = start(gateway_port)
+        try:
+            client_port, client_envoy = _client_envoy(
+                workdir, gateway_port, client_cert, client_key, tls / "server-ca.pem"
+            )
+            processes.append(client_envoy)
+            check = subprocess.run(
+                [
+                    "curl",
+                    "-s",
+                    "-o",
+                    "/dev/null",
+                    "-w",
+                    "%{http_code}",
+                    f"http://127.0.0.1:{client_port}/bench",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=False,
+            )
+            assert check.stdout == "200", f"{name}: {check.stdout}"
+            before = responder.requests
+            results[name] = wrk(client_port, seconds, connections=32)
+            ocsp_requests[name] = responder.requests - before
+        finally:
+            for process in reversed(processes):
+                process.stop()
+    alone = results["Envoy alone (no ext_authz)"]
+    nginx = results["nginx, ssl_ocsp leaf"]
+    lines = [
+        "| end to end (wrk → client Envoy → gateway) | req/s | p50 ms | p99 ms | / Envoy alone | / nginx | OCSP requests |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for name, r in results.items():
+        lines.append(
+            f"| {name} | {r.rps:.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | {r.rps / alone.rps:.2f} | {r.rps / nginx.rps:.2f} | {ocsp_requests[name]} |"
+        )
+    return lines
+
+
+def _gateway_envoy(
+    workdir: Path, port: int, files: dict[str, Path], authz: tuple[Process, int] | None
+) -> list[Process]:
+    admin, ops = free_port(), free_port()
+    config = envoy_config.render(
+        REPO / "envoy" / "envoy.yaml",
+        listener_ports={"mtls_gateway": port, "ops": ops},
+        admin_port=admin,
+        cluster_ports={"mtls_authz": authz[1] if authz else free_port(), "app": free_port()},
+        files=files,
+    )
+    hcm = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0][
+        "typed_config"
+    ]
+    hcm["route_config"]["virtual_hosts"][0]["routes"] = [
+        {
+            "match": {"prefix": "/"},
+            "direct_response": {"status": 200, "body": {"inline_string": "ok\n"}},
+        }
+    ]
+    if authz is None:
+        hcm["http_filters"] = [
+            f for f in hcm["http_filters"] if f["name"] != "envoy.filters.http.ext_authz"
+        ]
+    path = envoy_config.write(config, workdir / f"gateway-{port}.yaml")
+    envoy = Process(
+        "gateway envoy",
+        [
+            *SERVER_CPU,
+            _envoy(),
+            "-c",
+            str(path),
+            "--concurrency",
+            "1",
+            "--disable-hot-restart",
+            "--log-level",
+            "error",
+        ],
+        workdir / f"gateway-{port}.log",
+    ).start()
+    envoy.wait_until(lambda: http_ok(f"http://127.0.0.1:{admin}/ready"), START_TIMEOUT, "ready")
+    return [authz[0], envoy] if authz else [envoy]
+
+
+def _gateway_nginx(workdir: Path, port: int, tls: Path) -> list[Process]:
+    conf = workdir / f"nginx-{port}.conf"
+    conf.write_text(NGINX_CONF.format(port=port, tls=tls, dir=workdir))
+    nginx = Process(
+        "nginx",
+        [*SERVER_CPU, "nginx", "-c", str(conf), "-g", "daemon off;"],
+        workdir / f"nginx-{port}.log",
+    ).start()
+    nginx.wait_until(lambda: tcp_open(port), START_TIMEOUT, "listening")
+    return [nginx]
+
+
+NGINX_CONF = """
+worker_processes 1;
+pid {dir}/nginx.pid;
+error_log {dir}/nginx-error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    client_body_temp_path {dir}/nginx-tmp;
+    proxy_temp_path {dir}/nginx-tmp;
+    fastcgi_temp_path {dir}/nginx-tmp;
+    uwsgi_temp_path {dir}/nginx-tmp;
+    scgi_temp_path {dir}/nginx-tmp;
+    ssl_ocsp_cache shared:OCSP:10m;
+    server {{
+        listen 127.0.0.1:{port} ssl;
+        ssl_certificate {tls}/server.pem;
+        ssl_certificate_key {tls}/server.key;
+        ssl_client_certificate {tls}/client-ca.pem;
+        ssl_verify_client on;
+        ssl_verify_depth 3;
+        ssl_ocsp leaf;
+        keepalive_requests 100000;
+        location / {{ return 200 "ok\\n"; }}
+    }}
+}}
+"""
+
+
+def _envoy() -> str:
+    return str(Path(sys.executable).parent / "envoy")
+
+
+def _client_envoy(
+    workdir: Path, gateway_port: int, cert: Path, key: Path, server_ca: Path
+) -> tuple[int, Process]:
+    port, admin = free_port(), free_port()
+    config = {
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin}}},
+        "static_resources": {
+            "listeners": [{
+                "name": "plain", "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
+                "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                    "stat_prefix": "client",
+                    "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "gateway"}}]}]},
+                    "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}],
+                }}]}],
+            }],
+            "clusters": [{
+                "name": "gateway", "type": "STATIC", "connect_timeout": "2s",
+                "load_assignment": {"cluster_name": "gateway", "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": gateway_port}}}}]}]},
+                "transport_socket": {"name": "envoy.transport_sockets.tls", "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+                    "sni": "localhost",
+                    "common_tls_context": {
+                        "tls_certificates": [{"certificate_chain": {"filename": str(cert)}, "private_key": {"filename": str(key)}}],
+                        "validation_context": {"trusted_ca": {"filename": str(server_ca)}},
+                    },
+                }},
+            }],
+        },
+    }  # fmt: skip
+    path = workdir / f"client-{port}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    envoy = Process(
+        "client envoy",
+        [
+            *LOAD_CPU,
+            _envoy(),
+            "-c",
+            str(path),
+            "--concurrency",
+            "1",
+            "--disable-hot-restart",
+            "--log-level",
+            "error",
+        ],
+        workdir / f"client-{port}.log",
+    ).start()
+    envoy.wait_until(lambda: http_ok(f"http://127.0.0.1:{admin}/ready"), START_TIMEOUT, "ready")
+    return port, envoy
+
+
+# -- the run --------------------------------------------------------------------------------------
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--seconds", type=int, default=10, help="Measured seconds per load run.")
+    parser.add_argument("--rounds", type=int, default=3, help="Alternating rounds, direct.")
+    parser.add_argument("--cold", type=int, default=500, help="Distinct certificates, cold path.")
+    parser.add_argument("--memory-entries", type=int, default=100_000)
+    parser.add_argument("--only", choices=("direct", "cold", "memory", "e2e"), action="append")
+    parser.add_argument("--no-write", action="store_true", help="Print only; no results file.")
+    args = parser.parse_args()
+    only = set(args.only or ("direct", "cold", "memory", "e2e"))
+    pki = LabPki.create()
+    sections: list[list[str]] = []
+    with (
+        tempfile.TemporaryDirectory(prefix="mtls-authz-bench-") as tmp,
+        OcspResponder(pki.issuing, make_ocsp_signer(pki.issuing)) as responder,
+    ):
+        workdir = Path(tmp)
+        if "direct" in only:
+            sections.append(bench_direct(workdir, pki, responder, args.seconds, args.rounds))
+        if "cold" in only:
+            sections.append(bench_cold(workdir, pki, args.cold, 50, 0.05))
+        if "e2e" in only:
+            sections.append(bench_e2e(workdir, pki, responder, args.seconds))
+        if "memory" in only:
+            sections.append(bench_memory(workdir, pki, responder, args.memory_entries))
+    header = [
+        f"# mtls-authz benchmarks, {dt.date.today().isoformat()}",
+        "",
+        f"Machine: {machine()}. Servers pinned to core 0, load generators to core 1"
+        if TWO_CORES
+        else f"Machine: {machine()} (one core: nothing pinned)",
+        f"Command: `make bench` (`python -m benchmarks.run --seconds {args.seconds}`)",
+        "",
+    ]
+    text = "\n".join(header + ["\n".join(s) + "\n" for s in sections])
+    print(text)
+    if not args.no_write:
+        RESULTS.mkdir(exist_ok=True)
+        (RESULTS / f"{dt.date.today().isoformat()}.md").write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
