@@ -89,9 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     if args.command == "serve":
-        return _serve(args)
+        return _serve(args, argv)
     if args.command == "validate-config":
         return _validate_config(args.config)
     if args.command == "check":
@@ -127,7 +128,7 @@ def _load(config: Path | None, flags: dict[str, Any]) -> Settings:
     return load_settings(config, os.environ, flags)
 
 
-def _serve(args: argparse.Namespace) -> int:
+def _serve(args: argparse.Namespace, argv: list[str]) -> int:
     from authz.server.app import Sources, serve
 
     flags = {option.key: getattr(args, option.key) for option in OPTIONS}
@@ -138,6 +139,16 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"mtls-authz: configuration error: {e}", file=sys.stderr)
         return EXIT_CONFIG_ERROR
     logs.configure(settings.log_level, settings.log_format)
+    if settings.workers > 1:
+        from authz.server.app import load_state
+        from authz.server.workers import Supervisor
+
+        try:
+            load_state(settings)  # refuse a bad bundle here, not in a loop of worker restarts
+        except (TrustBundleError, ValueError) as e:
+            log.error("cannot start: %s", e)
+            return EXIT_CONFIG_ERROR
+        return asyncio.run(Supervisor(settings, argv, settings.workers).run())
     try:
         return asyncio.run(serve(sources, settings))
     except (TrustBundleError, ValueError) as e:

@@ -7,6 +7,7 @@ subject or serial is ever a label.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -16,6 +17,8 @@ from authz.reasons import Reason
 from authz.revocation.fetch import responder_label
 from authz.trust import TrustBundle
 
+# Set by the --workers supervisor for its workers: metric values then live in shared files.
+MULTIPROCESS = "PROMETHEUS_MULTIPROC_DIR" in os.environ
 MAX_RESPONDER_LABELS = 32
 OTHER_RESPONDER = "other"
 # From 100 µs: a cached Check takes well under a millisecond; a cold one waits on the responder.
@@ -54,7 +57,10 @@ class Metrics:
             registry=registry,
         )
         self.cache_entries = Gauge(
-            "mtls_authz_ocsp_cache_entries", "OCSP answers in the cache.", registry=registry
+            "mtls_authz_ocsp_cache_entries",
+            "OCSP answers in the cache.",
+            registry=registry,
+            multiprocess_mode="livesum",
         )
         self.cache_lookups = Counter(
             "mtls_authz_ocsp_cache_lookups",
@@ -67,11 +73,13 @@ class Metrics:
             "mtls_authz_trust_bundle_certificates",
             "CA certificates in the trust bundle.",
             registry=registry,
+            multiprocess_mode="livemax",
         )
         self.bundle_not_after = Gauge(
             "mtls_authz_trust_bundle_not_after_seconds",
             "Unix time at which the first CA certificate in the trust bundle expires.",
             registry=registry,
+            multiprocess_mode="livemin",
         )
         self.config_reloads = Counter(
             "mtls_authz_config_reloads",
@@ -80,10 +88,15 @@ class Metrics:
             registry=registry,
         )
         build_info = Gauge(
-            "mtls_authz_build_info", "Build information.", ["version"], registry=registry
+            "mtls_authz_build_info",
+            "Build information.",
+            ["version"],
+            registry=registry,
+            multiprocess_mode="livemax",
         )
         build_info.labels(version=__version__).set(1)
         self._responders: set[str] = set()
+        self._cache_size: Callable[[], int] | None = None
         # Children looked up once: every Check touches them.
         self._denied = {r: self.decisions.labels(decision="deny", reason=r.value) for r in Reason}
         self._allowed = self.decisions.labels(decision="allow", reason="none")
@@ -120,7 +133,15 @@ class Metrics:
         self._lookups[result].inc()
 
     def watch_cache_size(self, size: Callable[[], int]) -> None:
-        self.cache_entries.set_function(lambda: float(size()))
+        """Read at scrape time; under --workers, written by `refresh` (values live in files)."""
+        self._cache_size = size
+        if not MULTIPROCESS:
+            self.cache_entries.set_function(lambda: float(size()))
+
+    def refresh(self) -> None:
+        """Under --workers: publish what is read at scrape time in a single process."""
+        if MULTIPROCESS and self._cache_size is not None:
+            self.cache_entries.set(self._cache_size())
 
     def observe_trust_bundle(self, bundle: TrustBundle) -> None:
         self.bundle_certificates.set(len(bundle.certificates))

@@ -149,6 +149,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("deny_status", int, 400, "HTTP status of a refused request.", check=_check_deny_status),
     Option("log_level", str, "info", "Log level.", choices=("debug", "info", "warning", "error")),
     Option("log_format", str, "json", "Log format.", choices=("json", "text")),
+    Option("workers", int, 1,
+           "Worker processes sharing the gRPC port (SO_REUSEPORT); more than 1 adds a supervisor.",
+           check=_check_positive),
     Option("shutdown_grace", float, 5.0,
            "Seconds in-flight checks get to finish after SIGTERM.", check=_check_positive),
     Option("ocsp", str, "require",
@@ -190,6 +193,7 @@ class Settings:
     deny_status: int
     log_level: str
     log_format: str
+    workers: int
     shutdown_grace: float
     ocsp: str
     ocsp_timeout: float

@@ -70,9 +70,11 @@ def grpc_frame(message: bytes) -> bytes:
     return b"\x00" + len(message).to_bytes(4, "big") + message
 
 
-def h2load(port: int, body: Path, seconds: int, clients: int, streams: int, log: Path) -> Load:
+def h2load(
+    port: int, body: Path, seconds: int, clients: int, streams: int, log: Path, pin: bool = True
+) -> Load:
     argv = [
-        *LOAD_CPU, "h2load", "-D", str(seconds), "--warm-up-time", "2", "-c", str(clients),
+        *(LOAD_CPU if pin else []), "h2load", "-D", str(seconds), "--warm-up-time", "2", "-c", str(clients),
         "-m", str(streams), "-t", "1", "-d", str(body), "--log-file", str(log),
         "-H", "content-type: application/grpc", "-H", "te: trailers",
         f"http://127.0.0.1:{port}/envoy.service.auth.v3.Authorization/Check",
@@ -116,13 +118,13 @@ def wrk(port: int, seconds: int, connections: int) -> Load:
 
 
 def start_authz(
-    workdir: Path, pki: LabPki, responder: OcspResponder | str, *extra: str
+    workdir: Path, pki: LabPki, responder: OcspResponder | str, *extra: str, pin: bool = True
 ) -> tuple[Process, int]:
     bundle = workdir / "bundle.pem"
     bundle.write_bytes(pem_bundle(pki.root.cert, pki.issuing.cert))
     port = free_port()
     argv = [
-        *SERVER_CPU, sys.executable, "-m", "authz", "serve", "--listen", f"127.0.0.1:{port}",
+        *(SERVER_CPU if pin else []), sys.executable, "-m", "authz", "serve", "--listen", f"127.0.0.1:{port}",
         "--trust-bundle", str(bundle), "--allowed-issuer", LabPki.ISSUING_DN,
         "--ocsp-responder", f"{LabPki.ISSUING_DN}={responder if isinstance(responder, str) else responder.url}",
         "--log-level", "warning",
@@ -198,6 +200,33 @@ def bench_direct(
         f"{authz.p50_ms / floor.p50_ms:.2f}× | {authz.p99_ms / floor.p99_ms:.2f}× | | |"
     )
     return lines
+
+
+def bench_workers(workdir: Path, pki: LabPki, responder: OcspResponder, seconds: int) -> list[str]:
+    """--workers 1 vs 2, nothing pinned: the load generator needs a core too."""
+    client = pki.client("bench-workers")
+    request = check_request(client.cert, pki.issuing.cert)
+    body = workdir / "workers.grpc"
+    body.write_bytes(grpc_frame(request.SerializeToString()))
+    results: dict[int, Load] = {}
+    for count in (1, 2):
+        process, port = start_authz(workdir, pki, responder, "--workers", str(count), pin=False)
+        try:
+            time.sleep(1.0 if count > 1 else 0)  # every worker up
+            for _ in range(20):  # new connections reach every worker: warm each one's cache
+                assert grpc_check(port, request).HasField("ok_response")
+            results[count] = h2load(port, body, seconds, 10, 10, workdir / "h2load.log", pin=False)
+        finally:
+            process.stop()
+    return [
+        "| workers (nothing pinned; h2load shares the 2 cores) | Check/s | p50 ms | p99 ms |",
+        "| --- | ---: | ---: | ---: |",
+        *(
+            f"| --workers {n} | {r.rps:.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} |"
+            for n, r in results.items()
+        ),
+        f"| **2 workers / 1 worker** | **{results[2].rps / results[1].rps:.2f}** | | |",
+    ]
 
 
 # -- cold path ------------------------------------------------------------------------------------
@@ -557,10 +586,12 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3, help="Alternating rounds, direct.")
     parser.add_argument("--cold", type=int, default=500, help="Distinct certificates, cold path.")
     parser.add_argument("--memory-entries", type=int, default=100_000)
-    parser.add_argument("--only", choices=("direct", "cold", "memory", "e2e"), action="append")
+    parser.add_argument(
+        "--only", choices=("direct", "workers", "cold", "memory", "e2e"), action="append"
+    )
     parser.add_argument("--no-write", action="store_true", help="Print only; no results file.")
     args = parser.parse_args()
-    only = set(args.only or ("direct", "cold", "memory", "e2e"))
+    only = set(args.only or ("direct", "workers", "cold", "memory", "e2e"))
     pki = LabPki.create()
     sections: list[list[str]] = []
     with (
@@ -570,6 +601,8 @@ def main() -> int:
         workdir = Path(tmp)
         if "direct" in only:
             sections.append(bench_direct(workdir, pki, responder, args.seconds, args.rounds))
+        if "workers" in only:
+            sections.append(bench_workers(workdir, pki, responder, args.seconds))
         if "cold" in only:
             sections.append(bench_cold(workdir, pki, args.cold, 50, 0.05))
         if "e2e" in only:

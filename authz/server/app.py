@@ -11,6 +11,7 @@ import contextlib
 import gc
 import logging
 import math
+import os
 import signal
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ from authz import logs
 from authz.authorize import Authorizer, RevocationMode
 from authz.decide import State
 from authz.envoy_response import ResponseBuilder
-from authz.metrics import Metrics
+from authz.metrics import MULTIPROCESS, Metrics
 from authz.names import name_key, parse_dn
 from authz.policy import IssuerPolicy
 from authz.revocation.cache import SingleFlightCache
@@ -40,7 +41,7 @@ from authz.revocation.checker import (
     issuer_fingerprint,
 )
 from authz.revocation.fetch import HttpFetcher
-from authz.server import http
+from authz.server import http, workers
 from authz.server.readiness import Readiness
 from authz.server.reload import FileWatcher
 from authz.server.servicer import AuthorizationServicer, Runtime
@@ -194,6 +195,7 @@ async def _run(service: Service) -> int:
     # again and again under load (it showed as p99 stalls).
     gc.freeze()
     await readiness.serving()
+    workers.mark_ready(os.getpid(), True)
     host = settings.listen.rpartition(":")[0]
     log.info(
         "serving",
@@ -214,13 +216,17 @@ async def _run(service: Service) -> int:
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(_reload(service, watcher)))
     watching = loop.create_task(watcher.run())
+    refreshing = loop.create_task(_refresh_metrics(service.metrics)) if MULTIPROCESS else None
     await stop.wait()
 
     await readiness.draining()  # /readyz and gRPC health say so before the server stops
+    workers.mark_ready(os.getpid(), False)
     log.info("draining", extra={"grace_seconds": settings.shutdown_grace})
-    watching.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await watching
+    for task in (watching, refreshing):
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
     await server.stop(settings.shutdown_grace)
     if runner is not None:
         await runner.cleanup()
@@ -231,3 +237,9 @@ async def _run(service: Service) -> int:
 async def _reload(service: Service, watcher: FileWatcher) -> None:
     await service.reload()
     watcher.remember()
+
+
+async def _refresh_metrics(metrics: Metrics) -> None:
+    while True:
+        metrics.refresh()
+        await asyncio.sleep(1.0)
