@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 CODE := authz tests $(wildcard benchmarks)
 
-.PHONY: install system-deps lint format test unit e2e demo clean bench
+.PHONY: install system-deps lint format test unit e2e demo clean bench fuzz soak
 
 install: $(STAMP)
 
@@ -68,3 +68,9 @@ bench: install
 			apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
 	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
+
+# Coverage-guided fuzzing of Check's parsing (atheris); `make test` runs a short bounded pass.
+FUZZ_SECONDS ?= 300
+fuzz: install
+	mkdir -p .fuzz/corpus
+	$(BIN)/python tests/fuzz/fuzz_check.py -max_total_time=$(FUZZ_SECONDS) -artifact_prefix=.fuzz/ .fuzz/corpus

@@ -13,7 +13,7 @@ from authz.decide import CheckInput, Decision, State, decide
 from authz.reasons import Reason
 from authz.revocation.cache import Lookup
 from authz.revocation.checker import OcspChecker, OcspOutcome
-from authz.revocation.ocsp_verify import CertStatus
+from authz.revocation.ocsp_verify import CertStatus, OcspFailure
 
 REVOCATION_HEADER = "x-mtls-authz-revocation"
 
@@ -49,20 +49,23 @@ class Authorizer:
         return verdict
 
 
-def no_source(decision: Decision, mode: RevocationMode) -> Decision:
+def no_source(decision: Decision, mode: RevocationMode, why: str = "no_source") -> Decision:
     if mode is RevocationMode.SOFT_FAIL:
-        return _unchecked(decision)
-    return _deny(
-        decision,
-        Reason.NO_REVOCATION_SOURCE,
-        "The certificate names no OCSP responder and none is configured for its issuer.",
-        "no_source",
+        return _unchecked(decision, why)
+    message = (
+        "The certificate's OCSP responder is not one mtls-authz may ask (ocsp_allowed_hosts)."
+        if why == "responder_not_allowed"
+        else "The certificate names no OCSP responder and none is configured for its issuer."
     )
+    return _deny(decision, Reason.NO_REVOCATION_SOURCE, message, why)
 
 
 def apply_outcome(decision: Decision, outcome: OcspOutcome, mode: RevocationMode) -> Decision:
     """Turn an OCSP outcome into the verdict for an otherwise allowed request."""
     status = outcome.status
+    if outcome.error is not None and outcome.error.failure is OcspFailure.RESPONDER_NOT_ALLOWED:
+        # Not a responder failure: this certificate's responder may not be asked at all.
+        return no_source(decision, mode, "responder_not_allowed")
     if status is None:
         failure = outcome.error.failure.value if outcome.error else "unknown_error"
         if mode is RevocationMode.SOFT_FAIL:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from cryptography import x509
+from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID
 
 from authz.certs import chain_from_xfcc, decode_source_certificate
 from authz.names import display
@@ -129,17 +130,57 @@ def verify(check: CheckInput, state: State) -> tuple[Verified | Decision, bool]:
         leaf = decode_source_certificate(check.certificate)
         try:
             not_before, not_after = leaf.not_valid_before_utc, leaf.not_valid_after_utc
-            leaf.extensions  # noqa: B018 - parse them now: a malformed extension is the client's fault
+            extensions = leaf.extensions  # a malformed extension is the client's fault
         except ValueError:
             raise Denied(
                 Reason.MALFORMED_CERTIFICATE, "The client certificate cannot be parsed."
             ) from None
+        check_client_certificate(extensions)
         issuer, used_xfcc = find_allowed_issuer(leaf, check.xfcc, state)
     except Denied as denied:
         # Not found in the bundle: another XFCC chain could change that.
         depends = denied.reason is Reason.ISSUER_UNKNOWN
         return Decision.deny(denied, leaf), depends
     return Verified(leaf, issuer, not_before, not_after), used_xfcc
+
+
+# Extensions whose meaning is understood (RFC 5280 §4.2: a certificate with any other critical
+# extension must be rejected). Envoy's TLS stack rejects most such certificates already.
+_UNDERSTOOD_EXTENSIONS = frozenset(
+    {
+        ExtensionOID.BASIC_CONSTRAINTS,
+        ExtensionOID.KEY_USAGE,
+        ExtensionOID.EXTENDED_KEY_USAGE,
+        ExtensionOID.SUBJECT_ALTERNATIVE_NAME,
+        ExtensionOID.CERTIFICATE_POLICIES,
+        ExtensionOID.POLICY_CONSTRAINTS,
+        ExtensionOID.INHIBIT_ANY_POLICY,
+        ExtensionOID.NAME_CONSTRAINTS,
+    }
+)
+_CLIENT_USAGES = (ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE)
+
+
+def check_client_certificate(extensions: x509.Extensions) -> None:
+    """An end-entity certificate meant for TLS clients, with nothing critical we do not know."""
+    for extension in extensions:
+        if extension.critical and extension.oid not in _UNDERSTOOD_EXTENSIONS:
+            raise Denied(
+                Reason.UNSUPPORTED_CRITICAL_EXTENSION,
+                f"The client certificate has a critical extension "
+                f"{extension.oid.dotted_string} that is not understood.",
+            )
+        value = extension.value
+        if isinstance(value, x509.BasicConstraints) and value.ca:
+            raise Denied(
+                Reason.NOT_A_CLIENT_CERTIFICATE,
+                "A CA certificate was presented as a client certificate.",
+            )
+        if isinstance(value, x509.ExtendedKeyUsage) and not any(u in value for u in _CLIENT_USAGES):
+            raise Denied(
+                Reason.NOT_A_CLIENT_CERTIFICATE,
+                "The certificate's extended key usage does not allow TLS client authentication.",
+            )
 
 
 def find_allowed_issuer(

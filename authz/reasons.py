@@ -10,6 +10,8 @@ class Reason(StrEnum):
 
     MISSING_CERTIFICATE = "missing_certificate"
     MALFORMED_CERTIFICATE = "malformed_certificate"
+    NOT_A_CLIENT_CERTIFICATE = "not_a_client_certificate"
+    UNSUPPORTED_CRITICAL_EXTENSION = "unsupported_critical_extension"
     CERTIFICATE_EXPIRED = "certificate_expired"
     CERTIFICATE_NOT_YET_VALID = "certificate_not_yet_valid"
     ISSUER_NOT_ALLOWED = "issuer_not_allowed"

@@ -6,6 +6,7 @@ start and an error names the key, where the value came from and what is wrong wi
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
@@ -100,6 +101,18 @@ def split_responder_override(text: str) -> tuple[str, str]:
     raise ValueError(f"expected ISSUER_DN=http(s)://URL, got {text!r}")
 
 
+def _check_hosts(values: list[str]) -> str | None:
+    for value in values:
+        if "/" in value:
+            try:
+                ipaddress.ip_network(value, strict=False)
+            except ValueError:
+                return f"{value!r} is not a CIDR network"
+        elif not value or any(c in value for c in " :@?#"):
+            return f"{value!r} is not a host name or address"
+    return None
+
+
 def _check_responders(values: list[str]) -> str | None:
     for value in values:
         try:
@@ -169,6 +182,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("ocsp_responders", list, [],
            "Responder for an issuer, overriding the certificate's AIA: ISSUER_DN=URL.",
            flag="--ocsp-responder", check=_check_responders),
+    Option("ocsp_allowed_hosts", list, [],
+           "Responders the certificates' AIA may name: host names, IP addresses or CIDR "
+           "networks (empty: any). Configured responders are always allowed.",
+           flag="--ocsp-allowed-host", check=_check_hosts),
     Option("ocsp_nonce", bool, False,
            "Send an RFC 8954 nonce (answers then cannot be cached by the responder)."),
     Option("ocsp_hash", str, "sha1", "CertID hash algorithm.", choices=("sha1", "sha256")),
@@ -201,6 +218,7 @@ class Settings:
     ocsp_failure_cache: float
     ocsp_cache_size: int
     ocsp_responders: tuple[str, ...]
+    ocsp_allowed_hosts: tuple[str, ...]
     ocsp_nonce: bool
     ocsp_hash: str
     ocsp_skew: float
@@ -238,6 +256,7 @@ def load_settings(
         raise ConfigError("; ".join(problems))
     values["allowed_issuers"] = tuple(values["allowed_issuers"])
     values["ocsp_responders"] = tuple(values["ocsp_responders"])
+    values["ocsp_allowed_hosts"] = tuple(values["ocsp_allowed_hosts"])
     values["cert_header_format"] = CertHeaderFormat(values["cert_header_format"])
     return Settings(**values)
 

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import ipaddress
 import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
@@ -23,6 +25,7 @@ from authz.revocation.fetch import Fetcher
 from authz.revocation.ocsp_verify import (
     CertStatus,
     OcspError,
+    OcspFailure,
     OcspStatus,
     build_query,
     verify_response,
@@ -56,6 +59,8 @@ class OcspConfig:
     max_age: float = 300.0
     failure_ttl: float = 5.0
     overrides: Mapping[NameKey, str] | None = None
+    allowed_hosts: tuple[str, ...] = ()
+    """Where an AIA URL may point (names, addresses, CIDR networks); empty allows any."""
 
 
 @functools.lru_cache(maxsize=1024)
@@ -77,6 +82,23 @@ def aia_ocsp_urls(cert: x509.Certificate) -> list[str]:
         and isinstance(d.access_location, x509.UniformResourceIdentifier)
         and d.access_location.value.lower().startswith(ALLOWED_SCHEMES)
     ]
+
+
+def host_allowed(host: str, allowed: tuple[str, ...]) -> bool:
+    """Names match exactly (case-insensitive); networks match IP-literal hosts only, since a
+    name's address could change between this check and the connection."""
+    host = host.lower().rstrip(".")
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        address = None
+    for entry in allowed:
+        if "/" in entry:
+            if address is not None and address in ipaddress.ip_network(entry, strict=False):
+                return True
+        elif entry.lower().rstrip(".") == host:
+            return True
+    return False
 
 
 class OcspChecker:
@@ -128,6 +150,10 @@ class OcspChecker:
         query = build_query(leaf, issuer, config.hash_name, config.nonce)
         started = time.monotonic()
         try:
+            if not self.permitted(url):
+                raise OcspError(
+                    OcspFailure.RESPONDER_NOT_ALLOWED, f"{url} is not in ocsp_allowed_hosts"
+                )
             body = await self._fetcher.fetch(url, query.der)
             status = verify_response(
                 body,
@@ -158,6 +184,12 @@ class OcspChecker:
     def _observe(self, url: str, outcome: str, seconds: float) -> None:
         if self._metrics is not None:
             self._metrics.observe_ocsp_request(url, outcome, seconds)
+
+    def permitted(self, url: str) -> bool:
+        """Configured responders always; an AIA URL only if ocsp_allowed_hosts admits its host."""
+        if not self._config.allowed_hosts or url in self._overrides.values():
+            return True
+        return host_allowed(urlsplit(url).hostname or "", self._config.allowed_hosts)
 
     def _ttl(self, status: OcspStatus, leaf: x509.Certificate) -> float:
         """How long an answer may be served: this bounds how long a revocation goes unseen."""

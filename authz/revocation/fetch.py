@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import time
+from collections.abc import Callable
 from typing import Protocol
 from urllib.parse import quote, urlsplit
 
@@ -43,6 +45,50 @@ def get_url(url: str, request_der: bytes) -> str | None:
     return url.rstrip("/") + "/" + encoded
 
 
+# A responder that fails this many times in a row is not asked again for BREAKER_OPEN_SECONDS;
+# then one request probes it, and success closes the breaker.
+BREAKER_FAILURES = 5
+BREAKER_OPEN_SECONDS = 10.0
+_TRANSPORT_FAILURES = frozenset(
+    {OcspFailure.TIMEOUT, OcspFailure.NETWORK, OcspFailure.HTTP_ERROR, OcspFailure.TOO_LARGE}
+)
+
+
+class CircuitBreaker:
+    """Fails fast while a responder is down, so Checks do not each wait for its timeout."""
+
+    def __init__(
+        self,
+        failures: int = BREAKER_FAILURES,
+        open_seconds: float = BREAKER_OPEN_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._threshold = failures
+        self._open_seconds = open_seconds
+        self._clock = clock
+        self._failures = 0
+        self._open_until = 0.0
+        self._probing = False
+
+    def allow(self) -> bool:
+        """True if a request may go out now (closed, or the one probe of a half-open breaker)."""
+        if self._failures < self._threshold:
+            return True
+        if self._clock() < self._open_until or self._probing:
+            return False
+        self._probing = True
+        return True
+
+    def record(self, ok: bool) -> None:
+        self._probing = False
+        if ok:
+            self._failures = 0
+            return
+        self._failures += 1
+        if self._failures >= self._threshold:
+            self._open_until = self._clock() + self._open_seconds
+
+
 class HttpFetcher:
     """aiohttp fetcher; the session is injected and owned by whoever created it."""
 
@@ -56,12 +102,25 @@ class HttpFetcher:
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._per_responder = per_responder
         self._limits: dict[str, asyncio.Semaphore] = {}
+        self._breakers: dict[str, CircuitBreaker] = {}
 
     async def fetch(self, url: str, request_der: bytes) -> bytes:
         label = responder_label(url)
+        breaker = self._breakers.setdefault(label, CircuitBreaker())
+        if not breaker.allow():
+            raise OcspError(OcspFailure.CIRCUIT_OPEN, f"{label} failed repeatedly; not asked now")
         limit = self._limits.setdefault(label, asyncio.Semaphore(self._per_responder))
-        async with limit:
-            return await self._fetch(url, request_der)
+        try:
+            async with limit:
+                body = await self._fetch(url, request_der)
+        except OcspError as error:
+            breaker.record(error.failure not in _TRANSPORT_FAILURES)
+            raise
+        except BaseException:
+            breaker.record(True)  # cancelled: says nothing about the responder
+            raise
+        breaker.record(True)
+        return body
 
     async def _fetch(self, url: str, request_der: bytes) -> bytes:
         target = get_url(url, request_der)

@@ -50,6 +50,8 @@ class OcspFailure(StrEnum):
     TIMEOUT = "timeout"
     TOO_LARGE = "too_large"
     NETWORK = "network"
+    CIRCUIT_OPEN = "circuit_open"  # the responder failed repeatedly; not asked for a while
+    RESPONDER_NOT_ALLOWED = "responder_not_allowed"  # not in ocsp_allowed_hosts
 
 
 class OcspError(Exception):

@@ -75,6 +75,7 @@ def ocsp_config(settings: Settings) -> OcspConfig:
         max_age=settings.ocsp_cache_max_age,
         failure_ttl=settings.ocsp_failure_cache,
         overrides=overrides,
+        allowed_hosts=settings.ocsp_allowed_hosts,
     )
 
 

@@ -69,3 +69,12 @@ def test_no_source(allowed: Decision) -> None:
     assert (required.allowed, required.reason) == (False, Reason.NO_REVOCATION_SOURCE)
     soft = no_source(allowed, RevocationMode.SOFT_FAIL)
     assert soft.allowed and soft.upstream_headers == ((REVOCATION_HEADER, "unchecked"),)
+
+
+def test_a_responder_that_may_not_be_asked_is_no_revocation_source(allowed: Decision) -> None:
+    outcome = OcspOutcome("http://x/", error=OcspError(OcspFailure.RESPONDER_NOT_ALLOWED, "no"))
+    required = apply_outcome(allowed, outcome, RevocationMode.REQUIRE)
+    assert required.reason is Reason.NO_REVOCATION_SOURCE
+    assert "ocsp_allowed_hosts" in required.message
+    soft = apply_outcome(allowed, outcome, RevocationMode.SOFT_FAIL)
+    assert soft.allowed and soft.revocation == "unchecked:responder_not_allowed"

@@ -126,3 +126,22 @@ async def test_hash_algorithm_is_configurable(pki: LabPki, hash_name: str) -> No
     fetcher = FakeFetcher(response(leaf, pki, hash_name=hash_name))
     outcome, _ = await checker(fetcher, hash_name=hash_name).check(leaf.cert, pki.issuing.cert, "u")
     assert outcome.status is not None
+
+
+async def test_aia_responder_outside_the_allow_list_is_never_asked(pki: LabPki) -> None:
+    leaf = pki.client("ssrf", ocsp_url="http://169.254.169.254/latest/meta-data")
+    fetcher = FakeFetcher(b"")
+    check = checker(fetcher, allowed_hosts=("ocsp.lab.example",))
+    url = check.responder_url(leaf.cert)
+    assert url is not None
+    outcome, _ = await check.check(leaf.cert, pki.issuing.cert, url)
+    assert outcome.error is not None and outcome.error.failure is OcspFailure.RESPONDER_NOT_ALLOWED
+    assert fetcher.calls == []
+
+
+def test_configured_responders_are_always_permitted(pki: LabPki) -> None:
+    overrides = {name_key(parse_dn(LabPki.ISSUING_DN)): "http://10.9.9.9/ocsp"}
+    check = checker(FakeFetcher(b""), overrides=overrides, allowed_hosts=("ocsp.lab.example",))
+    assert check.permitted("http://10.9.9.9/ocsp")
+    assert check.permitted("http://ocsp.lab.example/x")
+    assert not check.permitted("http://other.example/x")

@@ -118,3 +118,15 @@ async def test_per_responder_concurrency_is_limited(pki: LabPki) -> None:
             # Four requests, two at a time, 0.2 s each: at least two rounds.
             assert time.monotonic() - started >= 0.4
             assert slow.requests == 4
+
+
+async def test_a_dead_responder_trips_the_breaker_and_is_not_asked(pki: LabPki) -> None:
+    with OcspResponder(pki.issuing, pki.issuing) as broken:
+        broken.mode = Mode.HTTP_500
+        async with aiohttp.ClientSession() as session:
+            fetcher = HttpFetcher(session, TIMEOUT)
+            der = request_der(pki)
+            failures = [await failure_of(fetcher, broken.url, der) for _ in range(8)]
+    assert failures[:5] == [OcspFailure.HTTP_ERROR] * 5
+    assert failures[5:] == [OcspFailure.CIRCUIT_OPEN] * 3
+    assert broken.requests == 5
