@@ -74,3 +74,8 @@ FUZZ_SECONDS ?= 300
 fuzz: install
 	mkdir -p .fuzz/corpus
 	$(BIN)/python tests/fuzz/fuzz_check.py -max_total_time=$(FUZZ_SECONDS) -artifact_prefix=.fuzz/ .fuzz/corpus
+
+# Minutes of mixed traffic through Envoy while the responder flaps; 0 wrong decisions expected.
+SOAK_SECONDS ?= 180
+soak: install
+	$(BIN)/python -m benchmarks.soak --seconds $(SOAK_SECONDS)

@@ -122,6 +122,7 @@ class Mode(StrEnum):
     HANG = "hang"  # accept, read the request, never answer
     HUGE = "huge"  # 200 with a body far over any sane OCSP response size
     REDIRECT = "redirect"  # 302 to somewhere else
+    TRICKLE = "trickle"  # 200, then one byte every 0.2 s, forever
 
 
 @dataclass
@@ -162,6 +163,12 @@ class OcspResponder:
             await asyncio.sleep(self.delay)
         if self.mode is Mode.HANG:
             await asyncio.sleep(3600)
+        if self.mode is Mode.TRICKLE:
+            response = web.StreamResponse(headers={"Content-Type": "application/ocsp-response"})
+            await response.prepare(request)
+            while True:
+                await response.write(b"\x30")
+                await asyncio.sleep(0.2)
         if self.mode is Mode.HUGE:
             return web.Response(
                 body=b"\x30" * (1024 * 1024), content_type="application/ocsp-response"

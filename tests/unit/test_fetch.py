@@ -88,6 +88,7 @@ def test_responder_label() -> None:
         (Mode.REDIRECT, OcspFailure.HTTP_ERROR),
         (Mode.HUGE, OcspFailure.TOO_LARGE),
         (Mode.HANG, OcspFailure.TIMEOUT),
+        (Mode.TRICKLE, OcspFailure.TIMEOUT),  # bytes keep coming, but the total time is bounded
     ],
 )
 async def test_responder_misbehaviour(
