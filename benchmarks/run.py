@@ -33,7 +33,7 @@ from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 
 from authz.demo import envoy_config
 from authz.demo.ocsp_responder import OcspResponder
-from authz.demo.pki import Identity, LabPki, make_ocsp_signer, pem_bundle
+from authz.demo.pki import LabPki, make_ocsp_signer, pem_bundle, reissue
 from authz.demo.processes import Process, free_port, http_ok, tcp_open
 from authz.revocation.fetch import get_url
 from authz.revocation.ocsp_verify import build_query
@@ -330,7 +330,7 @@ def bench_memory(workdir: Path, pki: LabPki, responder: OcspResponder, entries: 
         started = time.monotonic()
         template = pki.client("mem-template")
         requests = [
-            check_request(_same_key_leaf(template, pki, i).cert, pki.issuing.cert)
+            check_request(reissue(template, pki.issuing).cert, pki.issuing.cert)
             for i in range(entries)
         ]
         asyncio.run(_concurrent_checks(port, requests, 64))
@@ -346,24 +346,6 @@ def bench_memory(workdir: Path, pki: LabPki, responder: OcspResponder, entries: 
         f"| per cached answer | {(filled - baseline) * 1024 * 1024 / entries:.0f} bytes |",
         f"| time to fill (Checks of never-seen certificates) | {elapsed:.0f} s |",
     ]
-
-
-def _same_key_leaf(template: Identity, pki: LabPki, index: int) -> Identity:
-    """A distinct certificate (serial) cheaply: same subject key, fresh signature."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes
-
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(template.cert.subject)
-        .issuer_name(pki.issuing.cert.subject)
-        .public_key(template.key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(template.cert.not_valid_before_utc)
-        .not_valid_after(template.cert.not_valid_after_utc)
-        .sign(pki.issuing.key, hashes.SHA256())
-    )
-    return Identity(cert, template.key)
 
 
 # -- end to end -----------------------------------------------------------------------------------
@@ -461,23 +443,16 @@ def _gateway_envoy(
             f for f in hcm["http_filters"] if f["name"] != "envoy.filters.http.ext_authz"
         ]
     path = envoy_config.write(config, workdir / f"gateway-{port}.yaml")
-    envoy = Process(
-        "gateway envoy",
-        [
-            *SERVER_CPU,
-            _envoy(),
-            "-c",
-            str(path),
-            "--concurrency",
-            "1",
-            "--disable-hot-restart",
-            "--log-level",
-            "error",
-        ],
-        workdir / f"gateway-{port}.log",
-    ).start()
-    envoy.wait_until(lambda: http_ok(f"http://127.0.0.1:{admin}/ready"), START_TIMEOUT, "ready")
+    envoy = _start_envoy("gateway envoy", path, admin, SERVER_CPU)
     return [authz[0], envoy] if authz else [envoy]
+
+
+def _start_envoy(name: str, config: Path, admin: int, cpu: list[str]) -> Process:
+    argv = [*cpu, _envoy(), "-c", str(config), "--concurrency", "1", "--disable-hot-restart",
+            "--log-level", "error"]  # fmt: skip
+    envoy = Process(name, argv, config.with_suffix(".log")).start()
+    envoy.wait_until(lambda: http_ok(f"http://127.0.0.1:{admin}/ready"), START_TIMEOUT, "ready")
+    return envoy
 
 
 def _gateway_nginx(workdir: Path, port: int, tls: Path) -> list[Process]:
@@ -556,23 +531,7 @@ def _client_envoy(
     }  # fmt: skip
     path = workdir / f"client-{port}.yaml"
     path.write_text(yaml.safe_dump(config))
-    envoy = Process(
-        "client envoy",
-        [
-            *LOAD_CPU,
-            _envoy(),
-            "-c",
-            str(path),
-            "--concurrency",
-            "1",
-            "--disable-hot-restart",
-            "--log-level",
-            "error",
-        ],
-        workdir / f"client-{port}.log",
-    ).start()
-    envoy.wait_until(lambda: http_ok(f"http://127.0.0.1:{admin}/ready"), START_TIMEOUT, "ready")
-    return port, envoy
+    return port, _start_envoy("client envoy", path, admin, LOAD_CPU)
 
 
 # -- the run --------------------------------------------------------------------------------------

@@ -18,3 +18,10 @@ def responder(pki: LabPki) -> Iterator[OcspResponder]:
     """The project's test responder for the issuing CA: every certificate good unless revoked."""
     with OcspResponder(pki.issuing, make_ocsp_signer(pki.issuing)) as running:
         yield running
+
+
+@pytest.fixture
+def fresh_responder(pki: LabPki) -> Iterator[OcspResponder]:
+    """A test responder of the test's own, free to be broken, slowed or counted."""
+    with OcspResponder(pki.issuing, make_ocsp_signer(pki.issuing)) as running:
+        yield running

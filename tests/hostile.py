@@ -7,10 +7,9 @@ import datetime as dt
 from dataclasses import dataclass
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import ExtendedKeyUsageOID, ObjectIdentifier
 
-from authz.demo.pki import Identity, LabPki, make_leaf
+from authz.demo.pki import Identity, LabPki, make_leaf, reissue
 from tests.support import envoy_escape, envoy_field, xfcc_with_chain
 
 
@@ -23,21 +22,8 @@ class Case:
 
 
 def _with_critical_unknown_extension(pki: LabPki) -> x509.Certificate:
-    template = pki.client("critical-ext")
-    return (
-        x509.CertificateBuilder()
-        .subject_name(template.cert.subject)
-        .issuer_name(pki.issuing.cert.subject)
-        .public_key(template.key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(template.cert.not_valid_before_utc)
-        .not_valid_after(template.cert.not_valid_after_utc)
-        .add_extension(
-            x509.UnrecognizedExtension(ObjectIdentifier("1.3.6.1.4.1.55555.7"), b"\x05\x00"),
-            critical=True,
-        )
-        .sign(pki.issuing.key, hashes.SHA256())
-    )
+    unknown = x509.UnrecognizedExtension(ObjectIdentifier("1.3.6.1.4.1.55555.7"), b"\x05\x00")
+    return reissue(pki.client("critical-ext"), pki.issuing, [(unknown, True)]).cert
 
 
 def cases(pki: LabPki) -> list[Case]:

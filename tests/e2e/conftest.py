@@ -6,11 +6,13 @@ import os
 import re
 import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from authz.demo import envoy_config
 from authz.demo.ocsp_responder import OcspResponder
-from authz.demo.pki import LabPki
+from authz.demo.pki import LabPki, pem_bundle
 from authz.demo.stack import LocalStack, default_envoy
 
 
@@ -57,3 +59,28 @@ def backend_saw(stack: LocalStack, path: str) -> bool:
 
 def newest_envoy() -> str:
     return ENVOYS[max(ENVOYS, key=lambda v: tuple(int(p) for p in v.split(".")))]
+
+
+def envoy_validate(
+    envoy: str, template: Path, pki: LabPki, workdir: Path
+) -> subprocess.CompletedProcess[str]:
+    """`envoy --mode validate` on a shipped config, its certificate paths pointed at test files."""
+    cert, key = pki.server.write(workdir, "server")
+    client_ca = workdir / "client-ca.pem"
+    client_ca.write_bytes(pem_bundle(pki.root.cert))
+    rendered = envoy_config.render(
+        template,
+        listener_ports={},
+        admin_port=9901,
+        cluster_ports={},
+        files={
+            envoy_config.SERVER_CERT: cert,
+            envoy_config.SERVER_KEY: key,
+            envoy_config.CLIENT_CA: client_ca,
+        },
+    )
+    path = envoy_config.write(rendered, workdir / f"validate-{template.name}")
+    return subprocess.run(
+        [envoy, "--mode", "validate", "-c", str(path)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip

@@ -15,7 +15,7 @@ import pytest
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from authz.demo.ocsp_responder import Mode, OcspResponder
-from authz.demo.pki import Identity, LabPki, make_ocsp_signer
+from authz.demo.pki import Identity, LabPki
 from authz.demo.stack import LocalStack
 from tests.e2e.conftest import newest_envoy
 from tests.traffic import Client, Result, run_traffic
@@ -26,17 +26,11 @@ def der_b64(identity: Identity) -> str:
 
 
 @pytest.fixture
-def fault_responder(pki: LabPki) -> Iterator[OcspResponder]:
-    with OcspResponder(pki.issuing, make_ocsp_signer(pki.issuing)) as running:
-        yield running
-
-
-@pytest.fixture
-def stack(pki: LabPki, fault_responder: OcspResponder, tmp_path: Path) -> Iterator[LocalStack]:
+def stack(pki: LabPki, fresh_responder: OcspResponder, tmp_path: Path) -> Iterator[LocalStack]:
     args = ["--ocsp-timeout", "1", "--ocsp-failure-cache", "1", "--ocsp-cache-max-age", "1"]
     with LocalStack(
         tmp_path, pki, envoy_binary=newest_envoy(), authz_args=args,
-        ocsp_override=fault_responder.url,
+        ocsp_override=fresh_responder.url,
     ) as running:  # fmt: skip
         yield running
 
@@ -46,25 +40,25 @@ def stack(pki: LabPki, fault_responder: OcspResponder, tmp_path: Path) -> Iterat
     [(Mode.HTTP_500, 0.0), (Mode.GARBAGE, 0.0), (Mode.TRY_LATER, 0.0), (Mode.NORMAL, 1.5)],
 )
 def test_broken_responder_means_503_never_a_pass(
-    stack: LocalStack, fault_responder: OcspResponder, pki: LabPki, mode: Mode, delay: float
+    stack: LocalStack, fresh_responder: OcspResponder, pki: LabPki, mode: Mode, delay: float
 ) -> None:
-    fault_responder.mode, fault_responder.delay = mode, delay
+    fresh_responder.mode, fresh_responder.delay = mode, delay
     result = stack.curl(pki.client(f"fault-{mode}-{delay}"), "/fault")
     assert result.status == 503
     assert result.headers["x-mtls-authz-reason"] == "revocation_check_failed"
 
 
 def test_flapping_responder_gives_only_right_answers(
-    stack: LocalStack, fault_responder: OcspResponder, pki: LabPki
+    stack: LocalStack, fresh_responder: OcspResponder, pki: LabPki
 ) -> None:
     good, revoked = pki.client("flap-good"), pki.client("flap-revoked")
-    fault_responder.revoke(revoked.cert.serial_number)
+    fresh_responder.revoke(revoked.cert.serial_number)
     stop = threading.Event()
 
     def flap() -> None:
         while not stop.wait(0.3):
-            fault_responder.mode = (
-                Mode.HTTP_500 if fault_responder.mode is Mode.NORMAL else Mode.NORMAL
+            fresh_responder.mode = (
+                Mode.HTTP_500 if fresh_responder.mode is Mode.NORMAL else Mode.NORMAL
             )
 
     flapper = threading.Thread(target=flap)

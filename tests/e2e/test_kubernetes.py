@@ -25,7 +25,7 @@ from authz.demo.ocsp_responder import OcspResponder
 from authz.demo.pki import Identity, LabPki, pem_bundle
 from authz.demo.processes import Process, free_port, http_ok, tcp_open
 from authz.demo.stack import HttpResult, curl
-from tests.e2e.conftest import ENVOYS, newest_envoy
+from tests.e2e.conftest import ENVOYS, envoy_validate, newest_envoy
 
 REPO = Path(__file__).resolve().parents[2]
 K8S = REPO / "deploy" / "k8s"
@@ -142,24 +142,7 @@ def test_envoy_config_in_the_configmap_passes_envoy_validate(
     _, objects = overlay
     template = tmp_path / "envoy.yaml"
     template.write_text(configmap_file(objects, "envoy-config", "envoy.yaml"))
-    cert, key = pki.server.write(tmp_path, "server")
-    (tmp_path / "client-ca.pem").write_bytes(pem_bundle(pki.root.cert))
-    rendered = envoy_config.render(
-        template,
-        listener_ports={},
-        admin_port=9901,
-        cluster_ports={},
-        files={
-            envoy_config.SERVER_CERT: cert,
-            envoy_config.SERVER_KEY: key,
-            envoy_config.CLIENT_CA: tmp_path / "client-ca.pem",
-        },
-    )
-    path = envoy_config.write(rendered, tmp_path / "validated.yaml")
-    done = subprocess.run(
-        [ENVOYS[envoy_version], "--mode", "validate", "-c", str(path)],
-        capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
+    done = envoy_validate(ENVOYS[envoy_version], template, pki, tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
 
 

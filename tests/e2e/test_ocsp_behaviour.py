@@ -15,7 +15,7 @@ import pytest
 from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 
 from authz.demo.ocsp_responder import Mode, OcspResponder
-from authz.demo.pki import LabPki, make_ocsp_signer, pem_bundle
+from authz.demo.pki import LabPki, pem_bundle
 from authz.demo.processes import Process, free_port, tcp_open
 from tests.support import envoy_field
 
@@ -23,14 +23,8 @@ OCSP_TIMEOUT = 1.0
 
 
 @pytest.fixture
-def test_responder(pki: LabPki) -> Iterator[OcspResponder]:
-    with OcspResponder(pki.issuing, make_ocsp_signer(pki.issuing)) as running:
-        yield running
-
-
-@pytest.fixture
 def authz(
-    pki: LabPki, test_responder: OcspResponder, tmp_path: Path
+    pki: LabPki, fresh_responder: OcspResponder, tmp_path: Path
 ) -> Iterator[tuple[Process, int]]:
     bundle = tmp_path / "bundle.pem"
     bundle.write_bytes(pem_bundle(pki.root.cert, pki.issuing.cert))
@@ -38,7 +32,7 @@ def authz(
     argv = [
         sys.executable, "-m", "authz", "serve", "--listen", f"127.0.0.1:{port}",
         "--trust-bundle", str(bundle), "--allowed-issuer", LabPki.ISSUING_DN,
-        "--ocsp-responder", f"{LabPki.ISSUING_DN}={test_responder.url}",
+        "--ocsp-responder", f"{LabPki.ISSUING_DN}={fresh_responder.url}",
         "--ocsp-timeout", str(OCSP_TIMEOUT), "--shutdown-grace", "10",
     ]  # fmt: skip
     process = Process("mtls-authz", argv, tmp_path / "authz.log").start()
@@ -72,21 +66,21 @@ async def check_many(
 
 
 def test_500_concurrent_checks_of_one_cold_certificate_make_one_ocsp_request(
-    authz: tuple[Process, int], test_responder: OcspResponder, pki: LabPki
+    authz: tuple[Process, int], fresh_responder: OcspResponder, pki: LabPki
 ) -> None:
     _, port = authz
-    test_responder.delay = 0.5  # keep the first request in flight while the others arrive
+    fresh_responder.delay = 0.5  # keep the first request in flight while the others arrive
     field = envoy_field(pki.client("coalesce").cert)
     results = asyncio.run(check_many(port, [check_request(field)] * 500))
     assert all(response.HasField("ok_response") for response, _ in results)
-    assert test_responder.requests == 1
+    assert fresh_responder.requests == 1
 
 
 def test_a_responder_that_never_answers_costs_at_most_the_ocsp_timeout(
-    authz: tuple[Process, int], test_responder: OcspResponder, pki: LabPki
+    authz: tuple[Process, int], fresh_responder: OcspResponder, pki: LabPki
 ) -> None:
     _, port = authz
-    test_responder.mode = Mode.HANG
+    fresh_responder.mode = Mode.HANG
     fields = [envoy_field(pki.client(f"hang-{i}").cert) for i in range(20)]
     results = asyncio.run(check_many(port, [check_request(f) for f in fields]))
     for response, elapsed in results:
@@ -96,22 +90,22 @@ def test_a_responder_that_never_answers_costs_at_most_the_ocsp_timeout(
 
 
 def test_failures_are_remembered_briefly_so_a_dead_responder_is_not_hammered(
-    authz: tuple[Process, int], test_responder: OcspResponder, pki: LabPki
+    authz: tuple[Process, int], fresh_responder: OcspResponder, pki: LabPki
 ) -> None:
     _, port = authz
-    test_responder.mode = Mode.HTTP_500
+    fresh_responder.mode = Mode.HTTP_500
     field = envoy_field(pki.client("hammer").cert)
     for _ in range(3):
         results = asyncio.run(check_many(port, [check_request(field)] * 10))
         assert all(r.denied_response.status.code == 503 for r, _ in results)
-    assert test_responder.requests == 1
+    assert fresh_responder.requests == 1
 
 
 def test_sigterm_lets_an_in_flight_check_finish(
-    authz: tuple[Process, int], test_responder: OcspResponder, pki: LabPki
+    authz: tuple[Process, int], fresh_responder: OcspResponder, pki: LabPki
 ) -> None:
     process, port = authz
-    test_responder.delay = OCSP_TIMEOUT * 0.8
+    fresh_responder.delay = OCSP_TIMEOUT * 0.8
     field = envoy_field(pki.client("drain").cert)
 
     async def scenario() -> external_auth_pb2.CheckResponse:

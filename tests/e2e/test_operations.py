@@ -25,7 +25,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
 from authz.demo.ocsp_responder import Mode, OcspResponder
-from authz.demo.pki import Identity, LabPki, make_ocsp_signer, pem_bundle
+from authz.demo.pki import Identity, LabPki, pem_bundle
 from authz.demo.processes import Process, free_port, tcp_open
 from tests.support import envoy_field
 
@@ -112,13 +112,7 @@ def start(workdir: Path, config: dict[str, object]) -> Running:
 
 
 @pytest.fixture
-def ocsp_responder(pki: LabPki) -> Iterator[OcspResponder]:
-    with OcspResponder(pki.issuing, make_ocsp_signer(pki.issuing)) as running:
-        yield running
-
-
-@pytest.fixture
-def with_ocsp(pki: LabPki, ocsp_responder: OcspResponder, tmp_path: Path) -> Iterator[Running]:
+def with_ocsp(pki: LabPki, fresh_responder: OcspResponder, tmp_path: Path) -> Iterator[Running]:
     bundle = tmp_path / "bundle.pem"
     bundle.write_bytes(pem_bundle(pki.root.cert, pki.issuing.cert, pki.other.cert))
     running = start(
@@ -126,7 +120,7 @@ def with_ocsp(pki: LabPki, ocsp_responder: OcspResponder, tmp_path: Path) -> Ite
         {
             "trust_bundle": str(bundle),
             "allowed_issuers": [LabPki.ISSUING_DN],
-            "ocsp_responders": [f"{LabPki.ISSUING_DN}={ocsp_responder.url}"],
+            "ocsp_responders": [f"{LabPki.ISSUING_DN}={fresh_responder.url}"],
             "ocsp_timeout": 3,
             "shutdown_grace": 10,
         },
@@ -138,18 +132,18 @@ def with_ocsp(pki: LabPki, ocsp_responder: OcspResponder, tmp_path: Path) -> Ite
 
 
 def test_metrics_move_with_decisions_ocsp_and_cache(
-    with_ocsp: Running, ocsp_responder: OcspResponder, pki: LabPki
+    with_ocsp: Running, fresh_responder: OcspResponder, pki: LabPki
 ) -> None:
     ops = with_ocsp
-    responder = f"127.0.0.1:{ocsp_responder.port}"
+    responder = f"127.0.0.1:{fresh_responder.port}"
     good, revoked, failing = (pki.client(n) for n in ("m-good", "m-revoked", "m-failing"))
-    ocsp_responder.revoke(revoked.cert.serial_number)
+    fresh_responder.revoke(revoked.cert.serial_number)
 
     assert ops.reason(good) == "allowed"
     assert ops.reason(good) == "allowed"
     assert ops.reason(revoked) == "certificate_revoked"
     assert ops.reason(pki.client("m-other", pki.other)) == "issuer_not_allowed"
-    ocsp_responder.mode = Mode.HTTP_500
+    fresh_responder.mode = Mode.HTTP_500
     assert ops.reason(failing) == "revocation_check_failed"
 
     allowed = ops.sample("mtls_authz_decisions_total", decision="allow", reason="none")
@@ -194,9 +188,9 @@ def test_deny_log_line_has_the_fields_and_no_certificate(with_ocsp: Running, pki
 
 
 def test_ocsp_failure_is_logged_with_outcome_and_latency(
-    with_ocsp: Running, ocsp_responder: OcspResponder, pki: LabPki
+    with_ocsp: Running, fresh_responder: OcspResponder, pki: LabPki
 ) -> None:
-    ocsp_responder.mode = Mode.GARBAGE
+    fresh_responder.mode = Mode.GARBAGE
     assert with_ocsp.reason(pki.client("log-fail")) == "revocation_check_failed"
     with_ocsp.wait_for(lambda: "OCSP check failed" in with_ocsp.process.log_text(), "logged")
     lines = [json.loads(line) for line in with_ocsp.process.log_text().splitlines()]
@@ -208,7 +202,7 @@ def test_ocsp_failure_is_logged_with_outcome_and_latency(
 
 
 def test_readiness_follows_serving_and_draining(
-    with_ocsp: Running, ocsp_responder: OcspResponder, pki: LabPki
+    with_ocsp: Running, fresh_responder: OcspResponder, pki: LabPki
 ) -> None:
     ops = with_ocsp
     with grpc.insecure_channel(f"127.0.0.1:{ops.grpc_port}") as channel:
@@ -218,7 +212,7 @@ def test_readiness_follows_serving_and_draining(
     assert health.status == health_pb2.HealthCheckResponse.SERVING
     assert ops.get("/readyz")[0] == 200 and ops.get("/healthz")[0] == 200
 
-    ocsp_responder.delay = 2.0
+    fresh_responder.delay = 2.0
     result: list[str] = []
     worker = threading.Thread(target=lambda: result.append(ops.reason(pki.client("drain"))))
     worker.start()

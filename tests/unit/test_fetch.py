@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
@@ -14,18 +14,12 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509 import ocsp
 
 from authz.demo.ocsp_responder import Mode, OcspResponder
-from authz.demo.pki import LabPki, make_ocsp_signer
+from authz.demo.pki import LabPki
 from authz.demo.processes import free_port
 from authz.revocation.fetch import MAX_GET_REQUEST_CHARS, HttpFetcher, get_url, responder_label
 from authz.revocation.ocsp_verify import OcspError, OcspFailure, build_query
 
 TIMEOUT = 1.0
-
-
-@pytest.fixture
-def fresh_responder(pki: LabPki) -> Iterator[OcspResponder]:
-    with OcspResponder(pki.issuing, make_ocsp_signer(pki.issuing)) as running:
-        yield running
 
 
 @pytest.fixture
