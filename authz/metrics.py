@@ -33,7 +33,7 @@ class Metrics:
         self.registry = registry
         self.decisions = Counter(
             "mtls_authz_decisions",
-            "Check decisions by outcome and reason (reason is none for allows).",
+            "Check decisions: allow, deny (by reason), or cancelled before a decision.",
             ["decision", "reason"],
             registry=registry,
         )
@@ -100,6 +100,7 @@ class Metrics:
         # Children looked up once: every Check touches them.
         self._denied = {r: self.decisions.labels(decision="deny", reason=r.value) for r in Reason}
         self._allowed = self.decisions.labels(decision="allow", reason="none")
+        self._cancelled = self.decisions.labels(decision="cancelled", reason="none")
         self._lookups = {
             r: self.cache_lookups.labels(result=r)
             for r in ("hit", "miss", "coalesced", "stale_refresh")
@@ -112,6 +113,11 @@ class Metrics:
             self._allowed.inc()
         else:
             self._denied[reason or Reason.INTERNAL_ERROR].inc()
+        self.check_duration.observe(seconds)
+
+    def observe_cancelled(self, seconds: float) -> None:
+        """A Check abandoned before a decision (Envoy's timeout, or shutdown)."""
+        self._cancelled.inc()
         self.check_duration.observe(seconds)
 
     def responder(self, url: str) -> str:

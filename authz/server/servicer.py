@@ -6,6 +6,7 @@ gRPC error, so even an Envoy with `failure_mode_allow: true` refuses the request
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -69,18 +70,27 @@ class AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):  # ty
     ) -> external_auth_pb2.CheckResponse:
         started = time.perf_counter()
         runtime = self._runtime()  # read once: a reload mid-Check does not mix configurations
-        decision = INTERNAL_ERROR
         try:
             decision = await runtime.authorizer.authorize(check_input(request), datetime.now(UTC))
+        except asyncio.CancelledError:
+            # Envoy gave up (its timeout) or the server is stopping: nothing was decided.
+            if self._metrics is not None:
+                self._metrics.observe_cancelled(time.perf_counter() - started)
+            log.info("check cancelled", extra=_request_fields(request))
+            raise
         except Exception:
             log.exception("check failed", extra={"reason": Reason.INTERNAL_ERROR.value})
-        finally:
-            # Also on cancellation (Envoy gave up): the attempt is counted and logged once.
-            if self._metrics is not None:
-                elapsed = time.perf_counter() - started
-                self._metrics.observe_decision(decision.allowed, decision.reason, elapsed)
-            log_decision(decision, request)
+            decision = INTERNAL_ERROR
+        if self._metrics is not None:
+            elapsed = time.perf_counter() - started
+            self._metrics.observe_decision(decision.allowed, decision.reason, elapsed)
+        log_decision(decision, request)
         return runtime.responses.build(decision)
+
+
+def _request_fields(request: external_auth_pb2.CheckRequest) -> dict[str, Any]:
+    http = request.attributes.request.http
+    return {"request_id": http.headers.get("x-request-id", ""), "path": http.path}
 
 
 def log_decision(decision: Decision, request: external_auth_pb2.CheckRequest) -> None:
@@ -88,12 +98,10 @@ def log_decision(decision: Decision, request: external_auth_pb2.CheckRequest) ->
     level = logging.DEBUG if decision.allowed else logging.INFO
     if not log.isEnabledFor(level):
         return
-    headers = request.attributes.request.http.headers
     fields: dict[str, Any] = {
         "decision": "allow" if decision.allowed else "deny",
         "reason": decision.reason.value if decision.reason else None,
-        "request_id": headers.get("x-request-id", ""),
-        "path": request.attributes.request.http.path,
+        **_request_fields(request),
     }
     leaf = decision.leaf
     if leaf is not None:

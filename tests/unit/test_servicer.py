@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -7,11 +8,13 @@ from collections.abc import AsyncIterator
 import grpc
 import pytest
 from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
+from prometheus_client import CollectorRegistry
 
 from authz.authorize import Authorizer, RevocationMode
 from authz.decide import State
 from authz.demo.pki import LabPki
 from authz.envoy_response import CertHeaderFormat, ResponseBuilder
+from authz.metrics import Metrics
 from authz.policy import IssuerPolicy
 from authz.server.servicer import AuthorizationServicer, Runtime, check_input
 from authz.trust import TrustBundle
@@ -89,3 +92,33 @@ async def test_check_over_grpc_allows_and_denies(pki: LabPki, channel: grpc.aio.
     missing = await stub.Check(request(""), timeout=5)
     assert missing.denied_response.status.code == 400
     assert json.loads(missing.denied_response.body)["error"] == "missing_certificate"
+
+
+async def test_a_cancelled_check_is_counted_as_cancelled_not_as_a_decision(pki: LabPki) -> None:
+    class SlowAuthorizer(Authorizer):
+        async def authorize(self, *args: object) -> object:  # type: ignore[override]
+            await asyncio.sleep(10)
+            raise AssertionError("not reached")
+
+    state = State(
+        TrustBundle.from_certificates([pki.issuing.cert]),
+        IssuerPolicy.from_dns([LabPki.ISSUING_DN]),
+    )
+    metrics = Metrics(CollectorRegistry())
+    runtime = Runtime(
+        SlowAuthorizer(state, None, RevocationMode.OFF),
+        ResponseBuilder("X-Client-Cert", CertHeaderFormat.BASE64_DER, 400),
+    )
+    servicer = AuthorizationServicer(lambda: runtime, metrics)
+    task = asyncio.create_task(
+        servicer.Check(request(envoy_field(pki.client("cancel").cert)), None)
+    )
+    await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    value = metrics.registry.get_sample_value
+    assert value("mtls_authz_decisions_total", {"decision": "cancelled", "reason": "none"}) == 1
+    assert (
+        value("mtls_authz_decisions_total", {"decision": "deny", "reason": "internal_error"}) == 0
+    )
