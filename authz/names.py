@@ -72,7 +72,7 @@ def parse_dn(text: str) -> x509.Name:
 
     Raises ValueError with a readable message when the text is neither.
     """
-    stripped = text.strip()
+    stripped = _strip_unescaped(text)
     if not stripped:
         raise ValueError("empty distinguished name")
     if stripped.startswith("/"):
@@ -81,6 +81,17 @@ def parse_dn(text: str) -> x509.Name:
         return x509.Name.from_rfc4514_string(stripped, _TYPES)
     except ValueError as e:
         raise ValueError(f"not a valid RFC 4514 distinguished name: {text!r}") from e
+
+
+def _strip_unescaped(text: str) -> str:
+    """Strip surrounding whitespace, but keep a trailing space that a backslash escapes."""
+    lead = len(text) - len(text.lstrip())
+    stripped = text.strip()
+    backslashes = len(stripped) - len(stripped.rstrip("\\"))
+    end = lead + len(stripped)
+    if backslashes % 2 == 1 and end < len(text):
+        return stripped + text[end]
+    return stripped
 
 
 def _parse_slash_form(text: str) -> x509.Name:

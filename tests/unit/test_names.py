@@ -79,3 +79,8 @@ def test_matches_the_name_in_a_certificate() -> None:
 def test_bad_dns_raise_value_error(bad: str) -> None:
     with pytest.raises(ValueError):
         parse_dn(bad)
+
+
+def test_an_escaped_trailing_space_is_kept() -> None:
+    # Found by the property test: stripping whitespace must not eat an escaped space.
+    assert key("CN=0\\ ") == name_key(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "0 ")]))
