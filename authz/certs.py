@@ -3,7 +3,8 @@
 Envoy puts the client's leaf certificate in `attributes.source.certificate` as PEM with newline,
 space, `+`, `/` and `=` percent-escaped; `urllib.parse.unquote` restores it exactly. The
 `x-forwarded-client-cert` header may add `Chain="…"`, every certificate the client sent, leaf
-first: it is the client's own, unverified, so it only ever offers candidate intermediates.
+first: it is the client's own, unverified, so it only ever offers candidate intermediates (and
+the chain forwarded in identity headers).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 from urllib.parse import unquote
 
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 
 from authz.reasons import Denied, Reason
 
@@ -62,22 +64,24 @@ def _load_pem_certificates(pem: str) -> list[x509.Certificate] | None:
         return None
 
 
-def chain_from_xfcc(header: str) -> list[x509.Certificate]:
-    """Certificates from the `Chain=` of the last XFCC element (the one this Envoy added).
+def chain_from_xfcc(header: str, leaf: x509.Certificate) -> list[x509.Certificate]:
+    """The chain the client presented with `leaf`, from Envoy's XFCC, leaf first.
 
-    Anything odd gives an empty list: the chain is a hint for finding intermediates, so losing it
-    can only make a decision stricter, never looser.
+    The element used is the one whose `Hash` is the leaf's SHA-256, and its chain must start with
+    the leaf: Envoy writes SANs unquoted after `Chain`, so a certificate with a comma in a SAN
+    splits the header into extra "elements" — which could carry a forged `Chain` but can never
+    carry the leaf's own hash. Anything odd gives an empty list: the chain is only a hint, so
+    losing it can make a decision stricter, never looser.
     """
     if not header or len(header) > MAX_XFCC_CHARS:
         return []
-    elements = split_xfcc(header)
-    if not elements:
-        return []
-    chain = elements[-1].get("chain")
+    wanted = leaf.fingerprint(hashes.SHA256()).hex()
+    element = next((e for e in split_xfcc(header) if e.get("hash", "").lower() == wanted), None)
+    chain = element.get("chain") if element else None
     if not chain:
         return []
     certificates = _load_pem_certificates(unquote(chain, errors="replace"))
-    if certificates is None:
+    if not certificates or certificates[0] != leaf:
         return []
     return certificates[:MAX_CHAIN_CERTIFICATES]
 

@@ -43,6 +43,8 @@ class Decision:
     """What the revocation check found: good, revoked, unknown, unchecked:…, off, or a failure."""
     ocsp_latency: float | None = None
     """Seconds the OCSP request took, when this Check caused or joined one."""
+    xfcc: str = ""
+    """Envoy's XFCC header, for the chain headers of an allow."""
 
     @classmethod
     def deny(cls, denied: Denied, leaf: x509.Certificate | None = None) -> Decision:
@@ -119,7 +121,7 @@ def decide(check: CheckInput, state: State, now: datetime) -> Decision:
         check_validity(verified, now)
     except Denied as denied:
         return Decision.deny(denied, verified.leaf)
-    return Decision(True, leaf=verified.leaf, issuer=verified.issuer)
+    return Decision(True, leaf=verified.leaf, issuer=verified.issuer, xfcc=check.xfcc)
 
 
 def verify(check: CheckInput, state: State) -> tuple[Verified | Decision, bool]:
@@ -198,7 +200,7 @@ def find_allowed_issuer(
         return issuer, False
     if xfcc:
         # Only now is the client's own chain worth parsing: the bundle lacks the issuer.
-        issuer = state.trust.find_issuer(leaf, chain_from_xfcc(xfcc))
+        issuer = state.trust.find_issuer(leaf, chain_from_xfcc(xfcc, leaf))
     if issuer is None:
         raise Denied(
             Reason.ISSUER_UNKNOWN,

@@ -25,12 +25,13 @@ from google.protobuf import wrappers_pb2
 from google.rpc import code_pb2, status_pb2
 
 from authz.decide import Decision
+from authz.identity import IDENTITY_HEADERS, identity_headers
 from authz.reasons import FIXED_STATUS, Reason
 
 REASON_HEADER = "x-mtls-authz-reason"
 # Headers this service owns upstream besides the certificate header: a client-sent copy of any of
 # them is removed on every allowed request, so the backend can trust what it sees.
-OWNED_HEADERS: tuple[str, ...] = ("x-mtls-authz-revocation",)
+OWNED_HEADERS: tuple[str, ...] = ("x-mtls-authz-revocation", *IDENTITY_HEADERS)
 
 VALID_DENY_STATUSES: frozenset[int] = frozenset(
     value.number for value in http_status_pb2.StatusCode.DESCRIPTOR.values if value.number >= 400
@@ -89,18 +90,27 @@ class ResponseBuilder:
     deny_status: int
     retry_after: int = 5
     """Seconds a client is told to wait after `revocation_check_failed`."""
+    identity: tuple[str, ...] = ()
+    """Identity headers to send upstream (see `authz.identity`)."""
+
+    @property
+    def _uses_chain(self) -> bool:
+        return "chain" in self.identity or "rfc9440" in self.identity
 
     def build(self, decision: Decision) -> external_auth_pb2.CheckResponse:
         """The response for a decision. Responses are shared between Checks of the same client
         (gRPC only serializes them), so a returning client costs a cache lookup."""
         if decision.allowed and decision.leaf is not None:
-            return _cached_allow(self, decision.leaf, decision.upstream_headers)
+            xfcc = decision.xfcc if self._uses_chain else ""
+            return _cached_allow(self, decision.leaf, decision.upstream_headers, xfcc)
         return _cached_deny(self, decision.reason or Reason.INTERNAL_ERROR, decision.message)
 
     def allow(
-        self, leaf: x509.Certificate, extra: Iterable[tuple[str, str]] = ()
+        self, leaf: x509.Certificate, extra: Iterable[tuple[str, str]] = (), xfcc: str = ""
     ) -> external_auth_pb2.CheckResponse:
         value = encode_certificate(self.cert_header_format, leaf)
+        if self.identity:
+            extra = (*extra, *identity_headers(leaf, xfcc, self.identity))
         headers = [overwrite(self.cert_header, value)]
         headers.extend(overwrite(name, header_value) for name, header_value in extra)
         setting = {self.cert_header.lower(), *(name.lower() for name, _ in extra)}
@@ -139,9 +149,12 @@ class ResponseBuilder:
 
 @functools.lru_cache(maxsize=4096)
 def _cached_allow(
-    builder: ResponseBuilder, leaf: x509.Certificate, extra: tuple[tuple[str, str], ...]
+    builder: ResponseBuilder,
+    leaf: x509.Certificate,
+    extra: tuple[tuple[str, str], ...],
+    xfcc: str,
 ) -> external_auth_pb2.CheckResponse:
-    return builder.allow(leaf, extra)
+    return builder.allow(leaf, extra, xfcc)
 
 
 @functools.lru_cache(maxsize=1024)

@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from authz.envoy_response import VALID_DENY_STATUSES, CertHeaderFormat
+from authz.identity import IDENTITY_NAMES
 from authz.names import parse_dn
 
 ENV_PREFIX = "MTLS_AUTHZ_"
@@ -72,6 +73,15 @@ def _check_issuers(values: list[str]) -> str | None:
         except ValueError as e:
             return str(e)
     return None
+
+
+def _check_identity(values: list[str]) -> str | None:
+    unknown = [v for v in values if v not in IDENTITY_NAMES]
+    return (
+        f"unknown identity headers {unknown}; known: {', '.join(IDENTITY_NAMES)}"
+        if unknown
+        else None
+    )
 
 
 def _check_deny_status(value: int) -> str | None:
@@ -159,6 +169,9 @@ OPTIONS: tuple[Option, ...] = (
            "Upstream header that carries the client certificate.", check=_check_header),
     Option("cert_header_format", str, CertHeaderFormat.BASE64_DER.value,
            "Encoding of the certificate header.", choices=tuple(f.value for f in CertHeaderFormat)),
+    Option("identity_headers", list, [],
+           "Identity headers to send upstream: " + ", ".join(IDENTITY_NAMES) + ".",
+           flag="--identity-header", check=_check_identity),
     Option("deny_status", int, 400, "HTTP status of a refused request.", check=_check_deny_status),
     Option("log_level", str, "info", "Log level.", choices=("debug", "info", "warning", "error")),
     Option("log_format", str, "json", "Log format.", choices=("json", "text")),
@@ -207,6 +220,7 @@ class Settings:
     allowed_issuers: tuple[str, ...]
     cert_header: str
     cert_header_format: CertHeaderFormat
+    identity_headers: tuple[str, ...]
     deny_status: int
     log_level: str
     log_format: str
@@ -257,6 +271,7 @@ def load_settings(
     values["allowed_issuers"] = tuple(values["allowed_issuers"])
     values["ocsp_responders"] = tuple(values["ocsp_responders"])
     values["ocsp_allowed_hosts"] = tuple(values["ocsp_allowed_hosts"])
+    values["identity_headers"] = tuple(values["identity_headers"])
     values["cert_header_format"] = CertHeaderFormat(values["cert_header_format"])
     return Settings(**values)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
 
 # check_request_utils.cc escapes exactly these five characters.
@@ -20,6 +21,9 @@ def envoy_field(cert: x509.Certificate) -> str:
     return envoy_escape(cert.public_bytes(Encoding.PEM).decode())
 
 
-def xfcc_with_chain(chain: Iterable[x509.Certificate]) -> str:
-    pem = "".join(c.public_bytes(Encoding.PEM).decode() for c in chain)
-    return f'Hash=abc;Subject="CN=x,O=Lab";Chain="{envoy_escape(pem)}"'
+def xfcc_with_chain(chain: Iterable[x509.Certificate], tail: str = "") -> str:
+    """XFCC as Envoy writes it: Hash (SHA-256 of the leaf, the first certificate), then Chain."""
+    certs = list(chain)
+    pem = "".join(c.public_bytes(Encoding.PEM).decode() for c in certs)
+    digest = certs[0].fingerprint(hashes.SHA256()).hex() if certs else "0"
+    return f'Hash={digest};Chain="{envoy_escape(pem)}"{tail}'

@@ -125,6 +125,7 @@ class Service:
             cert_header_format=settings.cert_header_format,
             deny_status=settings.deny_status,
             retry_after=max(1, math.ceil(settings.ocsp_failure_cache)),
+            identity=settings.identity_headers,
         )
         return Runtime(Authorizer(state, checker, mode), responses)
 

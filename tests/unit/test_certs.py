@@ -68,15 +68,26 @@ def test_oversized_field_is_malformed_without_parsing(pki: LabPki) -> None:
 
 def test_xfcc_chain_gives_every_certificate_leaf_first(pki: LabPki) -> None:
     leaf = pki.client("c5")
-    chain = chain_from_xfcc(xfcc_with_chain([leaf.cert, pki.issuing.cert]))
+    chain = chain_from_xfcc(xfcc_with_chain([leaf.cert, pki.issuing.cert]), leaf.cert)
     assert chain == [leaf.cert, pki.issuing.cert]
 
 
-def test_xfcc_uses_the_last_element_the_one_this_envoy_added(pki: LabPki) -> None:
+def test_xfcc_uses_the_element_whose_hash_is_the_leaf(pki: LabPki) -> None:
     leaf = pki.client("c6")
-    upstream = xfcc_with_chain([pki.other.cert])
+    upstream = xfcc_with_chain([pki.client("someone-else").cert, pki.other.cert])
     own = xfcc_with_chain([leaf.cert, pki.issuing.cert])
-    assert chain_from_xfcc(f"{upstream},{own}") == [leaf.cert, pki.issuing.cert]
+    assert chain_from_xfcc(f"{upstream},{own}", leaf.cert) == [leaf.cert, pki.issuing.cert]
+    assert chain_from_xfcc(f"{own},{upstream}", leaf.cert) == [leaf.cert, pki.issuing.cert]
+
+
+def test_an_unquoted_comma_in_a_san_cannot_inject_a_chain(pki: LabPki) -> None:
+    # Envoy writes SANs unquoted after Chain: "DNS=x,Chain=..." would start a new element.
+    leaf, forged = pki.client("c6b"), pki.client("forged-leaf")
+    injected = ',Chain="' + envoy_escape(pki.foreign.cert_pem.decode()) + '"'
+    header = xfcc_with_chain([leaf.cert, pki.issuing.cert], tail=";DNS=x" + injected)
+    assert chain_from_xfcc(header, leaf.cert) == [leaf.cert, pki.issuing.cert]
+    # A chain that does not start with the leaf is not this client's.
+    assert chain_from_xfcc(xfcc_with_chain([forged.cert, pki.foreign.cert]), leaf.cert) == []
 
 
 def test_xfcc_keys_are_case_insensitive_and_quotes_protect_separators() -> None:
@@ -92,11 +103,11 @@ def test_xfcc_escaped_quote_inside_value() -> None:
     "header",
     ['Chain="unterminated', "Chain=notpem", "", "Chain=" + "A" * 300_000, 'Hash=1;Chain=""'],
 )
-def test_bad_xfcc_offers_no_certificates(header: str) -> None:
-    assert chain_from_xfcc(header) == []
+def test_bad_xfcc_offers_no_certificates(header: str, pki: LabPki) -> None:
+    assert chain_from_xfcc(header, pki.client("bad-xfcc").cert) == []
 
 
 def test_xfcc_der_order_is_preserved(pki: LabPki) -> None:
     leaf = pki.client("c7")
-    got = chain_from_xfcc(xfcc_with_chain([leaf.cert]))
+    got = chain_from_xfcc(xfcc_with_chain([leaf.cert]), leaf.cert)
     assert got[0].public_bytes(Encoding.DER) == leaf.cert.public_bytes(Encoding.DER)
