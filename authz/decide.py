@@ -17,6 +17,7 @@ from authz.certs import chain_from_xfcc, decode_source_certificate
 from authz.names import display
 from authz.policy import IssuerPolicy
 from authz.reasons import Denied, Reason
+from authz.route_policy import PolicySpec
 from authz.trust import TrustBundle
 
 
@@ -45,6 +46,8 @@ class Decision:
     """Seconds the OCSP request took, when this Check caused or joined one."""
     xfcc: str = ""
     """Envoy's XFCC header, for the chain headers of an allow."""
+    audit_reason: Reason | None = None
+    """Audit mode: the request is let through, but this is why it would have been refused."""
 
     @classmethod
     def deny(cls, denied: Denied, leaf: x509.Certificate | None = None) -> Decision:
@@ -101,6 +104,8 @@ class State:
 
     trust: TrustBundle
     policy: IssuerPolicy
+    spec: PolicySpec | None = None
+    """A named policy's subject/SAN requirements, when it has any."""
     memo: VerifiedMemo = field(default_factory=VerifiedMemo, compare=False, repr=False)
 
 
@@ -139,6 +144,11 @@ def verify(check: CheckInput, state: State) -> tuple[Verified | Decision, bool]:
             ) from None
         check_client_certificate(extensions)
         issuer, used_xfcc = find_allowed_issuer(leaf, check.xfcc, state)
+        if state.spec is not None and not state.spec.subject_allowed(leaf):
+            raise Denied(
+                Reason.SUBJECT_NOT_ALLOWED,
+                f"{display(leaf.subject)} does not meet this route's subject requirements.",
+            )
     except Denied as denied:
         # Not found in the bundle: another XFCC chain could change that.
         depends = denied.reason is Reason.ISSUER_UNKNOWN

@@ -29,9 +29,10 @@ from authz.identity import IDENTITY_HEADERS, identity_headers
 from authz.reasons import FIXED_STATUS, Reason
 
 REASON_HEADER = "x-mtls-authz-reason"
+WOULD_DENY_HEADER = "x-mtls-authz-would-deny"
 # Headers this service owns upstream besides the certificate header: a client-sent copy of any of
 # them is removed on every allowed request, so the backend can trust what it sees.
-OWNED_HEADERS: tuple[str, ...] = ("x-mtls-authz-revocation", *IDENTITY_HEADERS)
+OWNED_HEADERS: tuple[str, ...] = ("x-mtls-authz-revocation", WOULD_DENY_HEADER, *IDENTITY_HEADERS)
 
 VALID_DENY_STATUSES: frozenset[int] = frozenset(
     value.number for value in http_status_pb2.StatusCode.DESCRIPTOR.values if value.number >= 400
@@ -103,17 +104,24 @@ class ResponseBuilder:
         if decision.allowed and decision.leaf is not None:
             xfcc = decision.xfcc if self._uses_chain else ""
             return _cached_allow(self, decision.leaf, decision.upstream_headers, xfcc)
+        if decision.allowed and decision.audit_reason is not None:
+            return self.allow(None, decision.upstream_headers)  # audit, with no usable certificate
         return _cached_deny(self, decision.reason or Reason.INTERNAL_ERROR, decision.message)
 
     def allow(
-        self, leaf: x509.Certificate, extra: Iterable[tuple[str, str]] = (), xfcc: str = ""
+        self, leaf: x509.Certificate | None, extra: Iterable[tuple[str, str]] = (), xfcc: str = ""
     ) -> external_auth_pb2.CheckResponse:
-        value = encode_certificate(self.cert_header_format, leaf)
-        if self.identity:
-            extra = (*extra, *identity_headers(leaf, xfcc, self.identity))
-        headers = [overwrite(self.cert_header, value)]
+        headers = []
+        setting: set[str] = set()
+        if leaf is not None:
+            headers.append(
+                overwrite(self.cert_header, encode_certificate(self.cert_header_format, leaf))
+            )
+            setting.add(self.cert_header.lower())
+            if self.identity:
+                extra = (*extra, *identity_headers(leaf, xfcc, self.identity))
         headers.extend(overwrite(name, header_value) for name, header_value in extra)
-        setting = {self.cert_header.lower(), *(name.lower() for name, _ in extra)}
+        setting.update(name.lower() for name, _ in extra)
         return external_auth_pb2.CheckResponse(
             status=status_pb2.Status(code=code_pb2.OK),
             ok_response=external_auth_pb2.OkHttpResponse(

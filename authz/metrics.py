@@ -101,6 +101,9 @@ class Metrics:
         self._denied = {r: self.decisions.labels(decision="deny", reason=r.value) for r in Reason}
         self._allowed = self.decisions.labels(decision="allow", reason="none")
         self._cancelled = self.decisions.labels(decision="cancelled", reason="none")
+        self._audit_denied = {
+            r: self.decisions.labels(decision="audit_deny", reason=r.value) for r in Reason
+        }
         self._lookups = {
             r: self.cache_lookups.labels(result=r)
             for r in ("hit", "miss", "coalesced", "stale_refresh")
@@ -113,6 +116,11 @@ class Metrics:
             self._allowed.inc()
         else:
             self._denied[reason or Reason.INTERNAL_ERROR].inc()
+        self.check_duration.observe(seconds)
+
+    def observe_audit_deny(self, reason: Reason, seconds: float) -> None:
+        """Audit mode: let through, but this is what enforcement would have refused."""
+        self._audit_denied[reason].inc()
         self.check_duration.observe(seconds)
 
     def observe_cancelled(self, seconds: float) -> None:

@@ -16,16 +16,19 @@ class Reason(StrEnum):
     CERTIFICATE_NOT_YET_VALID = "certificate_not_yet_valid"
     ISSUER_NOT_ALLOWED = "issuer_not_allowed"
     ISSUER_UNKNOWN = "issuer_unknown"
+    SUBJECT_NOT_ALLOWED = "subject_not_allowed"
     CERTIFICATE_REVOKED = "certificate_revoked"
     CERTIFICATE_STATUS_UNKNOWN = "certificate_status_unknown"
     NO_REVOCATION_SOURCE = "no_revocation_source"
     REVOCATION_CHECK_FAILED = "revocation_check_failed"
+    UNKNOWN_POLICY = "unknown_policy"
     INTERNAL_ERROR = "internal_error"
 
 
 # Reasons whose HTTP status is fixed, whatever `deny_status` says: they are not the client's fault.
 FIXED_STATUS: dict[Reason, int] = {
     Reason.REVOCATION_CHECK_FAILED: 503,  # the responder failed; the client may retry
+    Reason.UNKNOWN_POLICY: 500,  # the route names a policy the configuration lacks
     Reason.INTERNAL_ERROR: 500,
 }
 

@@ -18,6 +18,7 @@ import yaml
 from authz.envoy_response import VALID_DENY_STATUSES, CertHeaderFormat
 from authz.identity import IDENTITY_NAMES
 from authz.names import parse_dn
+from authz.route_policy import PolicySpec, parse_policies
 
 ENV_PREFIX = "MTLS_AUTHZ_"
 MAX_CONFIG_BYTES = 1024 * 1024
@@ -173,6 +174,12 @@ OPTIONS: tuple[Option, ...] = (
            "Identity headers to send upstream: " + ", ".join(IDENTITY_NAMES) + ".",
            flag="--identity-header", check=_check_identity),
     Option("deny_status", int, 400, "HTTP status of a refused request.", check=_check_deny_status),
+    Option("mode", str, "enforce",
+           "enforce: refuse; audit: let every request through, marking what would be refused.",
+           choices=("enforce", "audit")),
+    Option("policies", dict, {},
+           "Named policies for routes (ext_authz context extension 'policy'): a YAML mapping.",
+           flag="--policies"),
     Option("log_level", str, "info", "Log level.", choices=("debug", "info", "warning", "error")),
     Option("log_format", str, "json", "Log format.", choices=("json", "text")),
     Option("workers", int, 1,
@@ -222,6 +229,8 @@ class Settings:
     cert_header_format: CertHeaderFormat
     identity_headers: tuple[str, ...]
     deny_status: int
+    mode: str
+    policies: Mapping[str, Any]
     log_level: str
     log_format: str
     workers: int
@@ -266,6 +275,11 @@ def load_settings(
             values[key] = _coerce(OPTIONS_BY_KEY[key], value, source)
         except ConfigError as e:
             problems.append(str(e))
+    if not problems and values["policies"]:
+        try:
+            route_policies(values)
+        except ValueError as e:
+            problems.append(f"policies: {e}")
     if problems:
         raise ConfigError("; ".join(problems))
     values["allowed_issuers"] = tuple(values["allowed_issuers"])
@@ -274,6 +288,17 @@ def load_settings(
     values["identity_headers"] = tuple(values["identity_headers"])
     values["cert_header_format"] = CertHeaderFormat(values["cert_header_format"])
     return Settings(**values)
+
+
+def route_policies(values: Mapping[str, Any]) -> dict[str, PolicySpec]:
+    """Every policy, `default` being the top-level settings unless configured by that name."""
+    defaults = PolicySpec(
+        allowed_issuers=tuple(values["allowed_issuers"]),
+        ocsp=values["ocsp"],
+        deny_status=values["deny_status"],
+        mode=values["mode"],
+    )
+    return parse_policies(values["policies"], defaults)
 
 
 def read_config_file(path: Path) -> dict[str, Any]:
@@ -318,6 +343,15 @@ def _coerce(option: Option, value: Any, source: str) -> Any:
 def _convert(kind: type, value: Any) -> Any:
     if kind is list:
         return _convert_list(value)
+    if kind is dict:
+        if isinstance(value, str):
+            try:
+                value = yaml.safe_load(value) or {}
+            except yaml.YAMLError as e:
+                raise ValueError(f"not a YAML mapping: {e}") from None
+        if not isinstance(value, dict):
+            raise ValueError(f"expected a mapping, got {value!r}")
+        return value
     if isinstance(value, str) and kind is not str:
         value = value.strip()
         if kind is bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -19,11 +20,22 @@ class ProcessError(RuntimeError):
     pass
 
 
+# Below Linux's ephemeral range (32768+), so an outgoing connection's source port cannot take a
+# port between our choosing it and a server binding it.
+_PORTS = range(20_000, 32_000)
+
+
 def free_port() -> int:
-    """A port free on 127.0.0.1 right now (the OS picks; a small race is accepted)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A port free on 127.0.0.1 right now, chosen outside the ephemeral range."""
+    for _ in range(200):
+        port = random.choice(_PORTS)  # noqa: S311 - not security sensitive
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise ProcessError("no free port found")
 
 
 def tcp_open(port: int) -> bool:

@@ -41,11 +41,18 @@ from authz.revocation.checker import (
     issuer_fingerprint,
 )
 from authz.revocation.fetch import HttpFetcher
+from authz.route_policy import DEFAULT_POLICY, PolicySpec
 from authz.server import http, workers
 from authz.server.readiness import Readiness
 from authz.server.reload import FileWatcher
 from authz.server.servicer import AuthorizationServicer, Runtime
-from authz.settings import ConfigError, Settings, load_settings, split_responder_override
+from authz.settings import (
+    ConfigError,
+    Settings,
+    load_settings,
+    route_policies,
+    split_responder_override,
+)
 from authz.trust import TrustBundle, TrustBundleError
 
 log = logging.getLogger("authz.server")
@@ -113,21 +120,39 @@ class Service:
         metrics.observe_trust_bundle(self.runtime.authorizer.state.trust)
 
     def build(self, settings: Settings, state: State) -> Runtime:
-        mode = RevocationMode(settings.ocsp)
-        checker = None
-        if mode is not RevocationMode.OFF:
-            fetcher = HttpFetcher(
-                self.session, settings.ocsp_timeout, settings.ocsp_responder_concurrency
-            )
-            checker = OcspChecker(fetcher, self.cache, ocsp_config(settings), self.metrics)
-        responses = ResponseBuilder(
-            cert_header=settings.cert_header,
-            cert_header_format=settings.cert_header_format,
-            deny_status=settings.deny_status,
-            retry_after=max(1, math.ceil(settings.ocsp_failure_cache)),
-            identity=settings.identity_headers,
+        """The default policy's Runtime, with one per named policy in `routes`; the trust
+        bundle, the OCSP checker and its cache are shared by all of them."""
+        fetcher = HttpFetcher(
+            self.session, settings.ocsp_timeout, settings.ocsp_responder_concurrency
         )
-        return Runtime(Authorizer(state, checker, mode), responses)
+        checker = OcspChecker(fetcher, self.cache, ocsp_config(settings), self.metrics)
+
+        def one(spec: PolicySpec, policy_state: State) -> Runtime:
+            mode = RevocationMode(spec.ocsp)
+            responses = ResponseBuilder(
+                cert_header=settings.cert_header,
+                cert_header_format=settings.cert_header_format,
+                deny_status=spec.deny_status,
+                retry_after=max(1, math.ceil(settings.ocsp_failure_cache)),
+                identity=settings.identity_headers,
+            )
+            authorizer = Authorizer(
+                policy_state, None if mode is RevocationMode.OFF else checker, mode
+            )
+            return Runtime(authorizer, responses, audit=spec.mode == "audit")
+
+        specs = route_policies(vars(settings))
+        default_spec = specs.pop(DEFAULT_POLICY)
+        if default_spec.require or tuple(default_spec.allowed_issuers) != settings.allowed_issuers:
+            state = State(
+                state.trust, IssuerPolicy.from_dns(default_spec.allowed_issuers), default_spec
+            )
+        routes = {
+            name: one(spec, State(state.trust, IssuerPolicy.from_dns(spec.allowed_issuers), spec))
+            for name, spec in specs.items()
+        }
+        default = one(default_spec, state)
+        return Runtime(default.authorizer, default.responses, default.audit, routes)
 
     def watched_files(self) -> list[Path]:
         files = [Path(self.settings.trust_bundle)]
@@ -180,7 +205,10 @@ async def serve(
 
 async def _run(service: Service) -> int:
     settings = service.settings
-    server = grpc.aio.server()
+    # SO_REUSEPORT only for --workers: otherwise a second instance on the same port must fail
+    # to start rather than silently take half of the Checks.
+    reuse_port = 1 if os.environ.get(workers.WORKER_ENV) else 0
+    server = grpc.aio.server(options=[("grpc.so_reuseport", reuse_port)])
     external_auth_pb2_grpc.add_AuthorizationServicer_to_server(
         AuthorizationServicer(lambda: service.runtime, service.metrics), server
     )

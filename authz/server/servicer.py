@@ -7,10 +7,11 @@ gRPC error, so even an Envoy with `failure_mode_allow: true` refuses the request
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,10 +20,11 @@ from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 
 from authz.authorize import Authorizer
 from authz.decide import CheckInput, Decision
-from authz.envoy_response import ResponseBuilder
+from authz.envoy_response import WOULD_DENY_HEADER, ResponseBuilder
 from authz.metrics import Metrics
 from authz.names import display
 from authz.reasons import Reason
+from authz.route_policy import DEFAULT_POLICY, POLICY_KEY
 
 log = logging.getLogger("authz.check")
 
@@ -34,10 +36,20 @@ INTERNAL_ERROR = Decision(
 
 @dataclass(frozen=True)
 class Runtime:
-    """What one Check reads, swapped as a whole so a Check never sees half of a reload."""
+    """What one Check reads, swapped as a whole so a Check never sees half of a reload.
+
+    This is the default policy; `routes` holds the named ones (each a Runtime without routes).
+    """
 
     authorizer: Authorizer
     responses: ResponseBuilder
+    audit: bool = False
+    routes: Mapping[str, Runtime] = field(default_factory=dict)
+
+    def for_policy(self, name: str) -> Runtime | None:
+        if not name or name == DEFAULT_POLICY:
+            return self
+        return self.routes.get(name)
 
 
 def check_input(request: external_auth_pb2.CheckRequest) -> CheckInput:
@@ -69,7 +81,18 @@ class AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):  # ty
         self, request: external_auth_pb2.CheckRequest, context: Any
     ) -> external_auth_pb2.CheckResponse:
         started = time.perf_counter()
-        runtime = self._runtime()  # read once: a reload mid-Check does not mix configurations
+        default = self._runtime()  # read once: a reload mid-Check does not mix configurations
+        policy = request.attributes.context_extensions.get(POLICY_KEY, "")
+        runtime = default.for_policy(policy)
+        if runtime is None:
+            decision = Decision(
+                False,
+                Reason.UNKNOWN_POLICY,
+                f"The route asks for policy {policy!r}, which is not configured.",
+            )
+            self._observe(decision, started)
+            log_decision(decision, request)
+            return default.responses.build(decision)
         try:
             decision = await runtime.authorizer.authorize(check_input(request), datetime.now(UTC))
         except asyncio.CancelledError:
@@ -81,11 +104,31 @@ class AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):  # ty
         except Exception:
             log.exception("check failed", extra={"reason": Reason.INTERNAL_ERROR.value})
             decision = INTERNAL_ERROR
-        if self._metrics is not None:
-            elapsed = time.perf_counter() - started
-            self._metrics.observe_decision(decision.allowed, decision.reason, elapsed)
+        if runtime.audit and not decision.allowed and decision.reason is not Reason.INTERNAL_ERROR:
+            decision = audited(decision)
+        self._observe(decision, started)
         log_decision(decision, request)
         return runtime.responses.build(decision)
+
+    def _observe(self, decision: Decision, started: float) -> None:
+        if self._metrics is not None:
+            elapsed = time.perf_counter() - started
+            if decision.audit_reason is not None:
+                self._metrics.observe_audit_deny(decision.audit_reason, elapsed)
+            else:
+                self._metrics.observe_decision(decision.allowed, decision.reason, elapsed)
+
+
+def audited(decision: Decision) -> Decision:
+    """Audit mode: let the request through, telling the backend what would have refused it."""
+    reason = decision.reason or Reason.INTERNAL_ERROR
+    return dataclasses.replace(
+        decision,
+        allowed=True,
+        reason=None,
+        audit_reason=reason,
+        upstream_headers=((WOULD_DENY_HEADER, reason.value),),
+    )
 
 
 def _request_fields(request: external_auth_pb2.CheckRequest) -> dict[str, Any]:
@@ -96,11 +139,17 @@ def _request_fields(request: external_auth_pb2.CheckRequest) -> dict[str, Any]:
 def log_decision(decision: Decision, request: external_auth_pb2.CheckRequest) -> None:
     """Denies at info, allows at debug: who, what, why. Never the certificate or other headers."""
     level = logging.DEBUG if decision.allowed else logging.INFO
+    reason: Reason | None
+    if decision.audit_reason is not None:
+        level, verdict, reason = logging.INFO, "audit_deny", decision.audit_reason
+    else:
+        verdict = "allow" if decision.allowed else "deny"
+        reason = decision.reason
     if not log.isEnabledFor(level):
         return
     fields: dict[str, Any] = {
-        "decision": "allow" if decision.allowed else "deny",
-        "reason": decision.reason.value if decision.reason else None,
+        "decision": verdict,
+        "reason": reason.value if reason else None,
         **_request_fields(request),
     }
     leaf = decision.leaf

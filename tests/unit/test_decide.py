@@ -128,7 +128,7 @@ def test_denials_are_remembered_too_and_the_memo_is_bounded(pki: LabPki) -> None
     state = State(
         TrustBundle.from_certificates([pki.root.cert]),
         IssuerPolicy.from_dns([LabPki.ISSUING_DN]),
-        VerifiedMemo(max_entries=2),
+        memo=VerifiedMemo(max_entries=2),
     )
     for name in ("a", "b", "c"):
         other = CheckInput(envoy_field(pki.client(name, pki.other).cert))

@@ -122,3 +122,36 @@ async def test_a_cancelled_check_is_counted_as_cancelled_not_as_a_decision(pki: 
     assert (
         value("mtls_authz_decisions_total", {"decision": "deny", "reason": "internal_error"}) == 0
     )
+
+
+async def test_audit_mode_lets_a_refusal_through_and_counts_it(pki: LabPki) -> None:
+    state = State(
+        TrustBundle.from_certificates([pki.issuing.cert]),
+        IssuerPolicy.from_dns([LabPki.ISSUING_DN]),
+    )
+    metrics = Metrics(CollectorRegistry())
+    runtime = Runtime(
+        Authorizer(state, None, RevocationMode.OFF),
+        ResponseBuilder("X-Client-Cert", CertHeaderFormat.BASE64_DER, 400),
+        audit=True,
+    )
+    servicer = AuthorizationServicer(lambda: runtime, metrics)
+    refused = await servicer.Check(request(envoy_field(pki.client("audit", pki.other).cert)), None)
+    assert refused.HasField("ok_response")
+    headers = {h.header.key: h.header.value for h in refused.ok_response.headers}
+    assert headers["x-mtls-authz-would-deny"] == "issuer_not_allowed"
+    missing = await servicer.Check(request(""), None)
+    assert {h.header.key: h.header.value for h in missing.ok_response.headers} == {
+        "x-mtls-authz-would-deny": "missing_certificate"
+    }
+    value = metrics.registry.get_sample_value
+    assert (
+        value(
+            "mtls_authz_decisions_total", {"decision": "audit_deny", "reason": "issuer_not_allowed"}
+        )
+        == 1
+    )
+    assert (
+        value("mtls_authz_decisions_total", {"decision": "deny", "reason": "issuer_not_allowed"})
+        == 0
+    )

@@ -138,3 +138,17 @@ def test_boolean_from_env_and_flag() -> None:
     assert load_settings(None, {"MTLS_AUTHZ_OCSP_NONCE": "yes"}, flags).ocsp_nonce is False
     with pytest.raises(ConfigError, match="ocsp_nonce"):
         load_settings(None, {"MTLS_AUTHZ_OCSP_NONCE": "maybe"}, base)
+
+
+def test_policies_are_validated_at_start_naming_the_key(tmp_path: Path) -> None:
+    config = write_config(
+        tmp_path,
+        f"trust_bundle: /b.pem\nallowed_issuers: ['{ISSUER}']\npolicies:\n  admin:\n    mode: shadow\n",
+    )
+    with pytest.raises(ConfigError, match=r"policies: policy 'admin': mode must be"):
+        load_settings(config, {}, {})
+    good = write_config(
+        tmp_path,
+        f"trust_bundle: /b.pem\nallowed_issuers: ['{ISSUER}']\npolicies:\n  admin:\n    deny_status: 403\n",
+    )
+    assert load_settings(good, {}, {}).policies == {"admin": {"deny_status": 403}}

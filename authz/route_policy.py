@@ -1,0 +1,142 @@
+"""Named policies, chosen per route by Envoy's ext_authz context extensions. Pure.
+
+A route sets `ExtAuthzPerRoute.check_settings.context_extensions: {policy: NAME}`; a request
+without one gets the top-level configuration (the policy named `default`). Each policy has its own
+allowed issuers, subject/SAN requirements, revocation mode, deny status and enforcement mode.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography import x509
+
+from authz.names import parse_dn
+
+DEFAULT_POLICY = "default"
+POLICY_KEY = "policy"
+MODES = ("enforce", "audit")
+REVOCATION_MODES = ("require", "soft-fail", "off")
+_MATCHERS = (
+    "subject_exact", "subject_prefix", "subject_regex",
+    "san_exact", "san_prefix", "san_regex", "spiffe_trust_domain",
+)  # fmt: skip
+_POLICY_KEYS = ("allowed_issuers", "require", "ocsp", "deny_status", "mode")
+
+
+@dataclass(frozen=True)
+class Requirement:
+    """One way a certificate may satisfy a policy: a test on its subject or its SANs."""
+
+    kind: str
+    value: str
+    pattern: re.Pattern[str] | None = None
+
+    def matches(self, subject: str, sans: tuple[str, ...]) -> bool:
+        if self.kind == "subject_exact":
+            return subject == self.value
+        if self.kind == "subject_prefix":
+            return subject.startswith(self.value)
+        if self.kind == "subject_regex":
+            return self.pattern is not None and self.pattern.fullmatch(subject) is not None
+        if self.kind == "san_exact":
+            return self.value in sans
+        if self.kind == "san_prefix":
+            return any(san.startswith(self.value) for san in sans)
+        if self.kind == "san_regex":
+            return self.pattern is not None and any(self.pattern.fullmatch(s) for s in sans)
+        # spiffe_trust_domain: a SPIFFE ID in exactly that trust domain
+        return any(s.startswith(f"spiffe://{self.value}/") for s in sans)
+
+
+@dataclass(frozen=True)
+class PolicySpec:
+    allowed_issuers: tuple[str, ...]
+    require: tuple[Requirement, ...] = ()
+    ocsp: str = "require"
+    deny_status: int = 400
+    mode: str = "enforce"
+
+    def subject_allowed(self, leaf: x509.Certificate) -> bool:
+        """True when there are no requirements or any one of them matches."""
+        if not self.require:
+            return True
+        subject = leaf.subject.rfc4514_string()
+        sans = certificate_sans(leaf)
+        return any(r.matches(subject, sans) for r in self.require)
+
+
+def certificate_sans(leaf: x509.Certificate) -> tuple[str, ...]:
+    """DNS and URI SANs, as text."""
+    try:
+        names = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return ()
+    dns = names.get_values_for_type(x509.DNSName)
+    uris = names.get_values_for_type(x509.UniformResourceIdentifier)
+    return (*dns, *uris)
+
+
+def parse_requirement(item: Any) -> Requirement:
+    if not isinstance(item, Mapping) or len(item) != 1:
+        raise ValueError(f"a requirement is one of {', '.join(_MATCHERS)}: VALUE, got {item!r}")
+    ((kind, value),) = item.items()
+    if kind not in _MATCHERS or not isinstance(value, str) or not value:
+        raise ValueError(f"a requirement is one of {', '.join(_MATCHERS)}: VALUE, got {item!r}")
+    pattern = None
+    if kind.endswith("_regex"):
+        try:
+            pattern = re.compile(value)
+        except re.error as e:
+            raise ValueError(f"{kind}: not a regular expression: {e}") from None
+    return Requirement(kind, value, pattern)
+
+
+def parse_policy(name: str, raw: Any, defaults: PolicySpec) -> PolicySpec:
+    """One policy from configuration; keys not given are the top-level settings."""
+    if not isinstance(raw, Mapping):
+        raise ValueError(f"policy {name!r}: expected a mapping")
+    unknown = set(raw) - set(_POLICY_KEYS)
+    if unknown:
+        raise ValueError(
+            f"policy {name!r}: unknown keys {sorted(unknown)}; known: {', '.join(_POLICY_KEYS)}"
+        )
+    issuers = raw.get("allowed_issuers", defaults.allowed_issuers)
+    if (
+        not isinstance(issuers, list | tuple)
+        or not issuers
+        or not all(isinstance(i, str) for i in issuers)
+    ):
+        raise ValueError(f"policy {name!r}: allowed_issuers must be a non-empty list of DNs")
+    for dn in issuers:
+        parse_dn(dn)
+    requirements = raw.get("require", [])
+    if not isinstance(requirements, list):
+        raise ValueError(f"policy {name!r}: require must be a list")
+    ocsp = raw.get("ocsp", defaults.ocsp)
+    mode = raw.get("mode", defaults.mode)
+    status = raw.get("deny_status", defaults.deny_status)
+    if ocsp not in REVOCATION_MODES:
+        raise ValueError(f"policy {name!r}: ocsp must be one of {', '.join(REVOCATION_MODES)}")
+    if mode not in MODES:
+        raise ValueError(f"policy {name!r}: mode must be one of {', '.join(MODES)}")
+    if not isinstance(status, int) or isinstance(status, bool) or not 400 <= status <= 599:
+        raise ValueError(f"policy {name!r}: deny_status must be an HTTP status from 400 to 599")
+    try:
+        parsed = tuple(parse_requirement(r) for r in requirements)
+    except ValueError as e:
+        raise ValueError(f"policy {name!r}: {e}") from None
+    return PolicySpec(tuple(issuers), parsed, ocsp, status, mode)
+
+
+def parse_policies(raw: Mapping[str, Any], defaults: PolicySpec) -> dict[str, PolicySpec]:
+    """Every named policy plus `default` (the top-level settings, unless configured explicitly)."""
+    policies = {DEFAULT_POLICY: defaults}
+    for name, spec in raw.items():
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"policy names must be non-empty strings, got {name!r}")
+        policies[name] = parse_policy(name, spec, defaults)
+    return policies
