@@ -6,8 +6,12 @@ The revocation policy (`require`, `soft-fail`, `off`) is applied here and only h
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from datetime import datetime
 from enum import StrEnum
+from typing import Protocol
+
+from cryptography import x509
 
 from authz.decide import CheckInput, Decision, State, decide
 from authz.reasons import Reason
@@ -26,27 +30,63 @@ class RevocationMode(StrEnum):
     OFF = "off"
 
 
+class RevocationSource(Protocol):
+    """OCSP or CRL: where to ask about a certificate, and the answer."""
+
+    def source_url(self, leaf: x509.Certificate) -> str | None: ...
+
+    async def check(
+        self, leaf: x509.Certificate, issuer: x509.Certificate, url: str
+    ) -> tuple[OcspOutcome, Lookup]: ...
+
+
 class Authorizer:
-    def __init__(self, state: State, ocsp: OcspChecker | None, mode: RevocationMode) -> None:
-        if mode is not RevocationMode.OFF and ocsp is None:
-            raise ValueError("an OCSP checker is required unless revocation checking is off")
+    """`sources` are asked in order: the first verified answer decides; a source with no URL or
+    no verified answer passes to the next (`ocsp-then-crl`, `crl-then-ocsp`)."""
+
+    def __init__(
+        self,
+        state: State,
+        ocsp: OcspChecker | None,
+        mode: RevocationMode,
+        sources: Sequence[RevocationSource] | None = None,
+    ) -> None:
         self.state = state
         self.ocsp = ocsp
         self.mode = mode
+        self.sources: tuple[RevocationSource, ...] = (
+            tuple(sources) if sources is not None else ((ocsp,) if ocsp is not None else ())
+        )
+        if mode is not RevocationMode.OFF and not self.sources:
+            raise ValueError("a revocation source is required unless revocation checking is off")
 
     async def authorize(self, check: CheckInput, now: datetime) -> Decision:
         decision = decide(check, self.state, now)
-        if not decision.allowed or self.ocsp is None or self.mode is RevocationMode.OFF:
+        if not decision.allowed or not self.sources or self.mode is RevocationMode.OFF:
             return dataclasses.replace(decision, revocation="off") if decision.allowed else decision
         assert decision.leaf is not None and decision.issuer is not None
-        url = self.ocsp.responder_url(decision.leaf)
-        if url is None:
-            return no_source(decision, self.mode)
-        outcome, lookup = await self.ocsp.check(decision.leaf, decision.issuer, url)
-        verdict = apply_outcome(decision, outcome, self.mode)
-        if lookup in (Lookup.MISS, Lookup.COALESCED):
-            verdict = dataclasses.replace(verdict, ocsp_latency=outcome.latency)
-        return verdict
+        failed: OcspOutcome | None = None
+        not_allowed: OcspOutcome | None = None
+        for source in self.sources:
+            url = source.source_url(decision.leaf)
+            if url is None:
+                continue
+            outcome, lookup = await source.check(decision.leaf, decision.issuer, url)
+            if outcome.status is None:
+                # No verified answer from this source: the next one may have it.
+                if outcome.error and outcome.error.failure is OcspFailure.RESPONDER_NOT_ALLOWED:
+                    not_allowed = outcome
+                else:
+                    failed = failed or outcome
+                continue
+            verdict = apply_outcome(decision, outcome, self.mode)
+            if lookup in (Lookup.MISS, Lookup.COALESCED):
+                verdict = dataclasses.replace(verdict, ocsp_latency=outcome.latency)
+            return verdict
+        last = failed or not_allowed
+        if last is not None:
+            return apply_outcome(decision, last, self.mode)
+        return no_source(decision, self.mode)
 
 
 def no_source(decision: Decision, mode: RevocationMode, why: str = "no_source") -> Decision:

@@ -190,6 +190,18 @@ OPTIONS: tuple[Option, ...] = (
     Option("ocsp", str, "require",
            "Revocation checking: require (fail closed), soft-fail, or off.",
            choices=("require", "soft-fail", "off")),
+    Option("revocation", str, "ocsp",
+           "Revocation sources in order: ocsp, crl, ocsp-then-crl, crl-then-ocsp.",
+           choices=("ocsp", "crl", "ocsp-then-crl", "crl-then-ocsp")),
+    Option("crl_urls", list, [],
+           "CRL for an issuer, overriding the certificate's distribution points: ISSUER_DN=URL.",
+           flag="--crl-url", check=_check_responders),
+    Option("crl_timeout", float, 4.0,
+           "Seconds for one CRL download (keep it under Envoy's ext_authz timeout).",
+           check=_check_positive),
+    Option("crl_cache_max_age", float, 3600.0,
+           "Longest a CRL is used before it is fetched again, whatever its nextUpdate.",
+           check=_check_positive),
     Option("ocsp_timeout", float, 2.0,
            "Seconds for one OCSP request, connecting to last byte.", check=_check_positive),
     Option("ocsp_cache_max_age", float, 300.0,
@@ -236,6 +248,10 @@ class Settings:
     workers: int
     shutdown_grace: float
     ocsp: str
+    revocation: str
+    crl_urls: tuple[str, ...]
+    crl_timeout: float
+    crl_cache_max_age: float
     ocsp_timeout: float
     ocsp_cache_max_age: float
     ocsp_failure_cache: float
@@ -286,6 +302,7 @@ def load_settings(
     values["ocsp_responders"] = tuple(values["ocsp_responders"])
     values["ocsp_allowed_hosts"] = tuple(values["ocsp_allowed_hosts"])
     values["identity_headers"] = tuple(values["identity_headers"])
+    values["crl_urls"] = tuple(values["crl_urls"])
     values["cert_header_format"] = CertHeaderFormat(values["cert_header_format"])
     return Settings(**values)
 

@@ -78,6 +78,11 @@ class OpensslCa:
         """Revoke the certificate (`openssl ca -revoke`); restart the responder to serve it."""
         self._ca("-revoke", str(self._cert_file(identity)), "-crl_reason", reason)
 
+    def gencrl(self, path: Path, days: int = 1) -> Path:
+        """Write the CA's CRL (`openssl ca -gencrl`), PEM."""
+        self._ca("-gencrl", "-out", str(path), "-crldays", str(days))
+        return path
+
 
 class OpensslResponder:
     """`openssl ocsp` on 127.0.0.1, signing with a delegated responder certificate."""

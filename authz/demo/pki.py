@@ -121,6 +121,7 @@ def make_leaf(
     dns_names: Sequence[str] = (),
     ips: Sequence[str] = (),
     ocsp_url: str | None = None,
+    crl_url: str | None = None,
     not_before: dt.datetime | None = None,
     not_after: dt.datetime | None = None,
     serial: int | None = None,
@@ -168,6 +169,9 @@ def make_leaf(
             ),
             critical=False,
         )
+    if crl_url:
+        point = x509.DistributionPoint([x509.UniformResourceIdentifier(crl_url)], None, None, None)
+        builder = builder.add_extension(x509.CRLDistributionPoints([point]), critical=False)
     cert = builder.sign(issuer.key, hashes.SHA256())
     chain = tuple(c for c in (issuer.cert, *issuer.chain) if c.issuer != c.subject)
     return Identity(cert, key, chain)
@@ -222,6 +226,7 @@ class LabPki:
         issuer: Identity | None = None,
         *,
         ocsp_url: str | None = None,
+        crl_url: str | None = None,
         not_before: dt.datetime | None = None,
         not_after: dt.datetime | None = None,
     ) -> Identity:
@@ -230,6 +235,7 @@ class LabPki:
             name,
             issuer or self.issuing,
             ocsp_url=ocsp_url,
+            crl_url=crl_url,
             not_before=not_before,
             not_after=not_after,
         )

@@ -122,6 +122,9 @@ class OcspChecker:
     def cache(self) -> SingleFlightCache[CacheKey, OcspOutcome]:
         return self._cache
 
+    def source_url(self, leaf: x509.Certificate) -> str | None:
+        return self.responder_url(leaf)
+
     def responder_url(self, leaf: x509.Certificate) -> str | None:
         """The configured override for the leaf's issuer, else the first AIA OCSP URL."""
         if leaf in self._urls:

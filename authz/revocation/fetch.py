@@ -11,7 +11,7 @@ import asyncio
 import base64
 import time
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 from urllib.parse import quote, urlsplit
 
 import aiohttp
@@ -105,6 +105,36 @@ class HttpFetcher:
         self._breakers: dict[str, CircuitBreaker] = {}
 
     async def fetch(self, url: str, request_der: bytes) -> bytes:
+        """An OCSP response for `request_der` (GET when it fits, else POST)."""
+        target = get_url(url, request_der)
+        if target is not None:
+            return await self._guarded(
+                url, lambda: self._session.get(target, **self._options()), MAX_RESPONSE_BYTES
+            )
+        return await self._guarded(
+            url,
+            lambda: self._session.post(
+                url,
+                data=request_der,
+                headers={"Content-Type": "application/ocsp-request"},
+                **self._options(),
+            ),
+            MAX_RESPONSE_BYTES,
+        )
+
+    async def get(self, url: str, max_bytes: int) -> bytes:
+        """A plain GET (a CRL), with the same limits, breaker and failures as OCSP."""
+        return await self._guarded(
+            url, lambda: self._session.get(url, **self._options()), max_bytes
+        )
+
+    def _options(self) -> dict[str, Any]:
+        return {"allow_redirects": False, "timeout": self._timeout}
+
+    async def _guarded(
+        self, url: str, request: Callable[[], aiohttp.client._RequestContextManager], max_bytes: int
+    ) -> bytes:
+        """One request through the responder's breaker and concurrency limit."""
         label = responder_label(url)
         breaker = self._breakers.setdefault(label, CircuitBreaker())
         if not breaker.allow():
@@ -112,7 +142,7 @@ class HttpFetcher:
         limit = self._limits.setdefault(label, asyncio.Semaphore(self._per_responder))
         try:
             async with limit:
-                body = await self._fetch(url, request_der)
+                body = await self._send(url, request, max_bytes)
         except OcspError as error:
             breaker.record(error.failure not in _TRANSPORT_FAILURES)
             raise
@@ -122,22 +152,13 @@ class HttpFetcher:
         breaker.record(True)
         return body
 
-    async def _fetch(self, url: str, request_der: bytes) -> bytes:
-        target = get_url(url, request_der)
-        if target is not None:
-            request = self._session.get(target, allow_redirects=False, timeout=self._timeout)
-        else:
-            request = self._session.post(
-                url,
-                data=request_der,
-                headers={"Content-Type": "application/ocsp-request"},
-                allow_redirects=False,
-                timeout=self._timeout,
-            )
+    async def _send(
+        self, url: str, request: Callable[[], aiohttp.client._RequestContextManager], max_bytes: int
+    ) -> bytes:
         try:
             # aiohttp's own timeout, and this one around the body read as well.
             async with asyncio.timeout(self._timeout.total):
-                return await self._read(request)
+                return await self._read(request(), max_bytes)
         except TimeoutError:
             raise OcspError(OcspFailure.TIMEOUT, f"no answer from {url} in time") from None
         except aiohttp.ClientError as e:
@@ -146,15 +167,15 @@ class HttpFetcher:
             raise OcspError(OcspFailure.NETWORK, f"{url}: {e}") from None
 
     @staticmethod
-    async def _read(request: aiohttp.client._RequestContextManager) -> bytes:
+    async def _read(request: aiohttp.client._RequestContextManager, max_bytes: int) -> bytes:
         async with request as response:
             if response.status != 200:
                 raise OcspError(OcspFailure.HTTP_ERROR, f"HTTP {response.status}")
-            if (response.content_length or 0) > MAX_RESPONSE_BYTES:
+            if (response.content_length or 0) > max_bytes:
                 raise OcspError(OcspFailure.TOO_LARGE, f"{response.content_length} bytes announced")
             body = bytearray()
-            async for chunk in response.content.iter_chunked(16 * 1024):
+            async for chunk in response.content.iter_chunked(64 * 1024):
                 body += chunk
-                if len(body) > MAX_RESPONSE_BYTES:
-                    raise OcspError(OcspFailure.TOO_LARGE, f"more than {MAX_RESPONSE_BYTES} bytes")
+                if len(body) > max_bytes:
+                    raise OcspError(OcspFailure.TOO_LARGE, f"more than {max_bytes} bytes")
             return bytes(body)

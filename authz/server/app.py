@@ -26,7 +26,7 @@ from grpc_health.v1._async import HealthServicer
 from prometheus_client import CollectorRegistry
 
 from authz import logs
-from authz.authorize import Authorizer, RevocationMode
+from authz.authorize import Authorizer, RevocationMode, RevocationSource
 from authz.decide import State
 from authz.envoy_response import ResponseBuilder
 from authz.metrics import MULTIPROCESS, Metrics
@@ -40,6 +40,7 @@ from authz.revocation.checker import (
     OcspOutcome,
     issuer_fingerprint,
 )
+from authz.revocation.crl_checker import CrlChecker, CrlConfig, CrlKey, CrlLoad
 from authz.revocation.fetch import HttpFetcher
 from authz.route_policy import DEFAULT_POLICY, PolicySpec
 from authz.server import http, workers
@@ -60,6 +61,7 @@ log = logging.getLogger("authz.server")
 RELOAD_POLL_SECONDS = 2.0
 # Settings read once at start; a reload that changes them is applied except for these.
 RESTART_ONLY = ("listen", "metrics_listen", "ocsp_cache_size")
+CRL_CACHE_SIZE = 1024  # CRLs: one per issuer and URL
 
 
 def load_state(settings: Settings) -> State:
@@ -83,6 +85,19 @@ def ocsp_config(settings: Settings) -> OcspConfig:
         failure_ttl=settings.ocsp_failure_cache,
         overrides=overrides,
         allowed_hosts=settings.ocsp_allowed_hosts,
+    )
+
+
+def crl_config(settings: Settings) -> CrlConfig:
+    overrides = {}
+    for text in settings.crl_urls:
+        dn, url = split_responder_override(text)
+        overrides[name_key(parse_dn(dn))] = url
+    return CrlConfig(
+        skew=settings.ocsp_skew,
+        max_age=settings.crl_cache_max_age,
+        failure_ttl=settings.ocsp_failure_cache,
+        overrides=overrides,
     )
 
 
@@ -114,6 +129,7 @@ class Service:
         self.session = session
         self.metrics = metrics
         self.cache = SingleFlightCache[CacheKey, OcspOutcome](settings.ocsp_cache_size)
+        self.crl_cache = SingleFlightCache[CrlKey, CrlLoad](CRL_CACHE_SIZE)
         metrics.watch_cache_size(lambda: len(self.cache))
         self.settings = settings
         self.runtime = self.build(settings, load_state(settings))
@@ -126,6 +142,10 @@ class Service:
             self.session, settings.ocsp_timeout, settings.ocsp_responder_concurrency
         )
         checker = OcspChecker(fetcher, self.cache, ocsp_config(settings), self.metrics)
+        crl_fetcher = HttpFetcher(self.session, settings.crl_timeout)
+        crl = CrlChecker(crl_fetcher, self.crl_cache, crl_config(settings), self.metrics)
+        by_name: dict[str, RevocationSource] = {"ocsp": checker, "crl": crl}
+        sources = [by_name[name] for name in settings.revocation.split("-then-")]
 
         def one(spec: PolicySpec, policy_state: State) -> Runtime:
             mode = RevocationMode(spec.ocsp)
@@ -137,7 +157,7 @@ class Service:
                 identity=settings.identity_headers,
             )
             authorizer = Authorizer(
-                policy_state, None if mode is RevocationMode.OFF else checker, mode
+                policy_state, checker, mode, [] if mode is RevocationMode.OFF else sources
             )
             return Runtime(authorizer, responses, audit=spec.mode == "audit")
 
@@ -181,6 +201,7 @@ class Service:
         self.settings, self.runtime = settings, runtime
         kept = {issuer_fingerprint(cert) for cert in state.trust.certificates}
         dropped = self.cache.discard(lambda key: key[1] in kept)
+        dropped += self.crl_cache.discard(lambda key: key[1] in kept)
         self.metrics.observe_trust_bundle(state.trust)
         self.metrics.observe_reload(True)
         log.info(

@@ -1,0 +1,138 @@
+"""CRLs (RFC 5280 §5) as a revocation source: verification and an O(1) index. Pure.
+
+A CRL is accepted only if the issuer signed it (signature verified with the issuer's key, issuer
+name equal), it is fresh (thisUpdate ≤ now + skew, now ≤ nextUpdate + skew), and it is a complete
+CRL for all reasons: delta CRLs, indirect CRLs and CRLs limited by an Issuing Distribution Point
+are refused rather than misread, as is any unknown critical extension.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from cryptography import x509
+from cryptography.x509.oid import CRLEntryExtensionOID, ExtensionOID
+
+from authz.names import name_key
+from authz.revocation.ocsp_verify import CertStatus, OcspError, OcspFailure, OcspStatus
+
+# Extensions a complete CRL may carry and we understand.
+_KNOWN_CRL_EXTENSIONS = frozenset(
+    {
+        ExtensionOID.CRL_NUMBER,
+        ExtensionOID.AUTHORITY_KEY_IDENTIFIER,
+        ExtensionOID.AUTHORITY_INFORMATION_ACCESS,
+    }
+)
+_KNOWN_ENTRY_EXTENSIONS = frozenset(
+    {CRLEntryExtensionOID.CRL_REASON, CRLEntryExtensionOID.INVALIDITY_DATE}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class CrlIndex:
+    """A verified CRL reduced to what lookups need: revoked serials → (time, reason)."""
+
+    revoked: dict[int, tuple[dt.datetime, str | None]]
+    this_update: dt.datetime
+    next_update: dt.datetime | None
+    valid_until: dt.datetime
+
+    def status(self, serial: int) -> OcspStatus:
+        """The certificate's status in OCSP's terms, so both sources feed one decision."""
+        entry = self.revoked.get(serial)
+        if entry is None:
+            return OcspStatus(CertStatus.GOOD, self.this_update, self.next_update, self.valid_until)
+        return OcspStatus(
+            CertStatus.REVOKED,
+            self.this_update,
+            self.next_update,
+            self.valid_until,
+            entry[0],
+            entry[1],
+        )
+
+
+def load_crl(data: bytes) -> x509.CertificateRevocationList:
+    try:
+        if data.lstrip().startswith(b"-----BEGIN"):
+            return x509.load_pem_x509_crl(data)
+        return x509.load_der_x509_crl(data)
+    except ValueError as e:
+        raise OcspError(OcspFailure.UNPARSABLE, f"not a CRL ({e})") from None
+
+
+def verify_crl(
+    data: bytes,
+    issuer: x509.Certificate,
+    now: dt.datetime,
+    *,
+    skew: dt.timedelta = dt.timedelta(seconds=300),
+    max_age: dt.timedelta = dt.timedelta(hours=24),
+) -> CrlIndex:
+    """Verify `data` as `issuer`'s complete CRL and index it; raises OcspError."""
+    crl = load_crl(data)
+    if name_key(crl.issuer) != name_key(issuer.subject):
+        raise OcspError(OcspFailure.UNAUTHORIZED_SIGNER, "the CRL is not this issuer's")
+    try:
+        valid = crl.is_signature_valid(issuer.public_key())  # type: ignore[arg-type]
+    except (TypeError, ValueError) as e:
+        raise OcspError(OcspFailure.BAD_SIGNATURE, f"cannot verify the CRL ({e})") from None
+    if not valid:
+        raise OcspError(OcspFailure.BAD_SIGNATURE, "the CRL's signature does not verify")
+    _check_extensions(crl)
+    this_update, next_update = crl.last_update_utc, crl.next_update_utc
+    if this_update > now + skew:
+        raise OcspError(OcspFailure.NOT_YET_VALID, f"thisUpdate {this_update} is in the future")
+    if next_update is not None and next_update < this_update:
+        raise OcspError(OcspFailure.BAD_VALIDITY, "nextUpdate is before thisUpdate")
+    valid_until = next_update if next_update is not None else this_update + max_age
+    if now > valid_until + skew:
+        raise OcspError(OcspFailure.STALE, f"the CRL expired at {valid_until}")
+    revoked: dict[int, tuple[dt.datetime, str | None]] = {}
+    for entry in crl:
+        reason = None
+        for extension in entry.extensions:
+            if extension.critical and extension.oid not in _KNOWN_ENTRY_EXTENSIONS:
+                raise OcspError(
+                    OcspFailure.CRITICAL_EXTENSION,
+                    f"unknown critical entry extension {extension.oid.dotted_string}",
+                )
+            if isinstance(extension.value, x509.CRLReason):
+                reason = extension.value.reason.value
+        revoked[entry.serial_number] = (entry.revocation_date_utc, reason)
+    return CrlIndex(revoked, this_update, next_update, valid_until)
+
+
+def _check_extensions(crl: x509.CertificateRevocationList) -> None:
+    for extension in crl.extensions:
+        if extension.oid == ExtensionOID.DELTA_CRL_INDICATOR:
+            raise OcspError(OcspFailure.UNSUPPORTED, "delta CRLs are not supported")
+        if extension.oid == ExtensionOID.ISSUING_DISTRIBUTION_POINT:
+            raise OcspError(
+                OcspFailure.UNSUPPORTED, "partitioned or indirect CRLs are not supported"
+            )
+        if extension.critical and extension.oid not in _KNOWN_CRL_EXTENSIONS:
+            raise OcspError(
+                OcspFailure.CRITICAL_EXTENSION,
+                f"unknown critical CRL extension {extension.oid.dotted_string}",
+            )
+
+
+def crl_urls(cert: x509.Certificate) -> list[str]:
+    """http(s) URLs from the certificate's CRL Distribution Points (full names only)."""
+    try:
+        points = cert.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
+    except x509.ExtensionNotFound:
+        return []
+    urls = []
+    for point in points:
+        if point.reasons is not None or point.crl_issuer is not None:
+            continue  # partitioned by reason, or indirect: not a complete CRL for this issuer
+        for name in point.full_name or []:
+            if isinstance(name, x509.UniformResourceIdentifier) and name.value.lower().startswith(
+                ("http://", "https://")
+            ):
+                urls.append(name.value)
+    return urls
