@@ -224,6 +224,11 @@ OPTIONS: tuple[Option, ...] = (
     Option("ocsp_skew", float, 300.0,
            "Seconds of clock skew tolerated on thisUpdate and nextUpdate.",
            check=_check_not_negative),
+    Option("prefetch_window", float, 300.0,
+           "Answers used within this many seconds are refreshed before they are due (0: off).",
+           check=_check_not_negative),
+    Option("prefetch_rate", float, 10.0,
+           "Most prefetch requests per second to one responder.", check=_check_positive),
     Option("ocsp_responder_concurrency", int, 32,
            "Most requests in flight to one responder.", check=_check_positive),
 )
@@ -262,6 +267,8 @@ class Settings:
     ocsp_hash: str
     ocsp_skew: float
     ocsp_responder_concurrency: int
+    prefetch_window: float
+    prefetch_rate: float
 
     def redacted(self) -> dict[str, Any]:
         """The effective configuration for the startup log line (it holds no secrets)."""

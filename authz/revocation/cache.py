@@ -47,6 +47,7 @@ class _Entry(Generic[V]):
     expires_at: float
     refresh_at: float
     definitive: bool
+    used_at: float
 
 
 class SingleFlightCache(Generic[K, V]):
@@ -67,6 +68,7 @@ class SingleFlightCache(Generic[K, V]):
         if entry is not None:
             if entry.expires_at > now:
                 self._entries.move_to_end(key)
+                entry.used_at = now
                 if now >= entry.refresh_at and key not in self._loading:
                     self._start_load(key, load)
                     return entry.value, Lookup.STALE_REFRESH
@@ -78,6 +80,32 @@ class SingleFlightCache(Generic[K, V]):
             task = self._start_load(key, load)
             lookup = Lookup.MISS
         return await asyncio.shield(task), lookup
+
+    def due(self, used_within: float, limit: int, ahead: float = 0.0) -> list[tuple[K, V]]:
+        """Entries past their refresh time (or within `ahead` seconds of it), still valid, used
+        in the last `used_within` seconds and not being loaded: what a prefetcher should refresh
+        before anyone waits on it."""
+        now = self._clock()
+        found: list[tuple[K, V]] = []
+        for key, entry in self._entries.items():
+            if (
+                entry.definitive
+                and entry.refresh_at <= now + ahead
+                and now < entry.expires_at
+                and now - entry.used_at <= used_within
+                and key not in self._loading
+            ):
+                found.append((key, entry.value))
+                if len(found) >= limit:
+                    break
+        return found
+
+    def refresh(self, key: K, load: Callable[[], Awaitable[Loaded[V]]]) -> bool:
+        """Reload `key` in the background (unless already loading); the old value is served."""
+        if key in self._loading:
+            return False
+        self._start_load(key, load)
+        return True
 
     def discard(self, keep: Callable[[K], bool]) -> int:
         """Drop every entry whose key `keep` rejects; returns how many went."""
@@ -123,8 +151,9 @@ class SingleFlightCache(Generic[K, V]):
             return
         # Failures are not refreshed ahead: they simply expire and the next lookup retries.
         refresh_in = REFRESH_AT * loaded.ttl if loaded.definitive else loaded.ttl
+        used_at = current.used_at if current is not None else now
         self._entries[key] = _Entry(
-            loaded.value, now + loaded.ttl, now + refresh_in, loaded.definitive
+            loaded.value, now + loaded.ttl, now + refresh_in, loaded.definitive, used_at
         )
         self._entries.move_to_end(key)
         while len(self._entries) > self._max_entries:

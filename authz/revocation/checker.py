@@ -11,7 +11,7 @@ import functools
 import ipaddress
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -23,11 +23,14 @@ from authz.names import NameKey, name_key
 from authz.revocation.cache import Loaded, Lookup, SingleFlightCache
 from authz.revocation.fetch import Fetcher
 from authz.revocation.ocsp_verify import (
+    CertId,
     CertStatus,
     OcspError,
     OcspFailure,
+    OcspQuery,
     OcspStatus,
     build_query,
+    build_query_by_hash,
     verify_response,
 )
 
@@ -117,6 +120,8 @@ class OcspChecker:
         self._now = now
         self._overrides = dict(config.overrides or {})
         self._urls: dict[x509.Certificate, str | None] = {}
+        # Issuers seen, by fingerprint, with their CertID hashes: what prefetch needs.
+        self._issuers: dict[bytes, tuple[x509.Certificate, CertId]] = {}
 
     @property
     def cache(self) -> SingleFlightCache[CacheKey, OcspOutcome]:
@@ -141,16 +146,41 @@ class OcspChecker:
         self, leaf: x509.Certificate, issuer: x509.Certificate, url: str
     ) -> tuple[OcspOutcome, Lookup]:
         key: CacheKey = (self._config.hash_name, issuer_fingerprint(issuer), leaf.serial_number)
-        outcome, lookup = await self._cache.get(key, lambda: self._load(leaf, issuer, url))
+        config = self._config
+
+        def load() -> Awaitable[Loaded[OcspOutcome]]:
+            query = build_query(leaf, issuer, config.hash_name, config.nonce)
+            self._issuers[key[1]] = (issuer, query.cert_id)
+            return self._load(query, issuer, url, leaf.not_valid_after_utc)
+
+        outcome, lookup = await self._cache.get(key, load)
         if self._metrics is not None:
             self._metrics.observe_cache_lookup(lookup.value)
         return outcome, lookup
 
+    def prefetch(
+        self, key: CacheKey, outcome: OcspOutcome
+    ) -> Callable[[], Awaitable[Loaded[OcspOutcome]]] | None:
+        """A loader that asks again about a cached certificate without the certificate itself
+        (the issuer's CertID hashes are remembered): for the prefetcher. None for answers that
+        need no refresh (revoked stays revoked) or an issuer no longer known."""
+        if outcome.status is None or outcome.status.status is CertStatus.REVOKED:
+            return None
+        known = self._issuers.get(key[1])
+        if known is None:
+            return None
+        issuer, cert_id = known
+        query = build_query_by_hash(cert_id, key[2], self._config.nonce)
+        return lambda: self._load(query, issuer, outcome.responder, None)
+
     async def _load(
-        self, leaf: x509.Certificate, issuer: x509.Certificate, url: str
+        self,
+        query: OcspQuery,
+        issuer: x509.Certificate,
+        url: str,
+        leaf_not_after: dt.datetime | None,
     ) -> Loaded[OcspOutcome]:
         config = self._config
-        query = build_query(leaf, issuer, config.hash_name, config.nonce)
         started = time.monotonic()
         try:
             if not self.permitted(url):
@@ -172,7 +202,7 @@ class OcspChecker:
                 "responder": url,
                 "ocsp_outcome": error.failure.value,
                 "detail": error.detail,
-                "serial": format(leaf.serial_number, "x"),
+                "serial": format(query.cert_id.serial_number, "x"),
                 "ocsp_latency": round(latency, 6),
             }
             log.warning("OCSP check failed", extra=fields)
@@ -182,7 +212,7 @@ class OcspChecker:
         latency = time.monotonic() - started
         self._observe(url, status.status.value, latency)
         outcome = OcspOutcome(url, status=status, latency=latency)
-        return Loaded(outcome, self._ttl(status, leaf))
+        return Loaded(outcome, self._ttl(status, leaf_not_after))
 
     def _observe(self, url: str, outcome: str, seconds: float) -> None:
         if self._metrics is not None:
@@ -194,10 +224,13 @@ class OcspChecker:
             return True
         return host_allowed(urlsplit(url).hostname or "", self._config.allowed_hosts)
 
-    def _ttl(self, status: OcspStatus, leaf: x509.Certificate) -> float:
-        """How long an answer may be served: this bounds how long a revocation goes unseen."""
+    def _ttl(self, status: OcspStatus, leaf_not_after: dt.datetime | None) -> float:
+        """How long an answer may be served: this bounds how long a revocation goes unseen.
+        Revoked stays until the certificate expires (when known; else for max_age)."""
         now = self._now()
         if status.status is CertStatus.REVOKED:
-            return max(0.0, (leaf.not_valid_after_utc - now).total_seconds())
+            if leaf_not_after is None:
+                return self._config.max_age
+            return max(0.0, (leaf_not_after - now).total_seconds())
         remaining = (status.valid_until - now).total_seconds()
         return max(0.0, min(remaining, self._config.max_age))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 from cryptography import x509
@@ -62,6 +62,7 @@ class CrlChecker:
         self._metrics = metrics
         self._now = now
         self._overrides = dict(config.overrides or {})
+        self._issuers: dict[bytes, x509.Certificate] = {}
 
     def source_url(self, leaf: x509.Certificate) -> str | None:
         """The configured CRL for the leaf's issuer, else the first http(s) distribution point."""
@@ -72,13 +73,22 @@ class CrlChecker:
     async def check(
         self, leaf: x509.Certificate, issuer: x509.Certificate, url: str
     ) -> tuple[OcspOutcome, Lookup]:
-        loaded, lookup = await self._cache.get(
-            (url, issuer_fingerprint(issuer)), lambda: self._load(issuer, url)
-        )
+        fingerprint = issuer_fingerprint(issuer)
+        self._issuers[fingerprint] = issuer
+        loaded, lookup = await self._cache.get((url, fingerprint), lambda: self._load(issuer, url))
         if loaded.index is None:
             return OcspOutcome(url, error=loaded.error, latency=loaded.latency), lookup
         status = loaded.index.status(leaf.serial_number)
         return OcspOutcome(url, status=status, latency=loaded.latency), lookup
+
+    def prefetch(
+        self, key: CrlKey, loaded: CrlLoad
+    ) -> Callable[[], Awaitable[Loaded[CrlLoad]]] | None:
+        """A loader that downloads the CRL again, for the prefetcher."""
+        issuer = self._issuers.get(key[1])
+        if issuer is None:
+            return None
+        return lambda: self._load(issuer, key[0])
 
     async def _load(self, issuer: x509.Certificate, url: str) -> Loaded[CrlLoad]:
         started = time.monotonic()

@@ -123,6 +123,21 @@ def build_query(
     return OcspQuery(request.public_bytes(Encoding.DER), cert_id, nonce)
 
 
+def build_query_by_hash(cert_id: CertId, serial: int, with_nonce: bool = False) -> OcspQuery:
+    """A request for `serial` under the issuer of a known CertID (no certificate needed)."""
+    builder = ocsp.OCSPRequestBuilder().add_certificate_by_hash(
+        cert_id.issuer_name_hash, cert_id.issuer_key_hash, serial, HASHES[cert_id.hash_algorithm]
+    )
+    nonce = os.urandom(NONCE_BYTES) if with_nonce else None
+    if nonce is not None:
+        builder = builder.add_extension(x509.OCSPNonce(nonce), critical=False)
+    request = builder.build()
+    asked = CertId(
+        cert_id.hash_algorithm, cert_id.issuer_name_hash, cert_id.issuer_key_hash, serial
+    )
+    return OcspQuery(request.public_bytes(Encoding.DER), asked, nonce)
+
+
 def verify_response(
     der: bytes,
     query: OcspQuery,

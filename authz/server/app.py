@@ -42,6 +42,7 @@ from authz.revocation.checker import (
 )
 from authz.revocation.crl_checker import CrlChecker, CrlConfig, CrlKey, CrlLoad
 from authz.revocation.fetch import HttpFetcher
+from authz.revocation.prefetch import Prefetcher, Target
 from authz.route_policy import DEFAULT_POLICY, PolicySpec
 from authz.server import http, workers
 from authz.server.readiness import Readiness
@@ -144,6 +145,10 @@ class Service:
         checker = OcspChecker(fetcher, self.cache, ocsp_config(settings), self.metrics)
         crl_fetcher = HttpFetcher(self.session, settings.crl_timeout)
         crl = CrlChecker(crl_fetcher, self.crl_cache, crl_config(settings), self.metrics)
+        self.prefetch_targets = (
+            Target(self.cache, checker.prefetch, lambda outcome: outcome.responder),
+            Target(self.crl_cache, crl.prefetch, lambda loaded: loaded.url),
+        )
         by_name: dict[str, RevocationSource] = {"ocsp": checker, "crl": crl}
         sources = [by_name[name] for name in settings.revocation.split("-then-")]
 
@@ -268,12 +273,16 @@ async def _run(service: Service) -> int:
     loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(_reload(service, watcher)))
     watching = loop.create_task(watcher.run())
     refreshing = loop.create_task(_refresh_metrics(service.metrics)) if MULTIPROCESS else None
+    prefetcher = Prefetcher(
+        lambda: service.prefetch_targets, settings.prefetch_window, settings.prefetch_rate
+    )
+    prefetching = loop.create_task(prefetcher.run()) if settings.prefetch_window > 0 else None
     await stop.wait()
 
     await readiness.draining()  # /readyz and gRPC health say so before the server stops
     workers.mark_ready(os.getpid(), False)
     log.info("draining", extra={"grace_seconds": settings.shutdown_grace})
-    for task in (watching, refreshing):
+    for task in (watching, refreshing, prefetching):
         if task is not None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -73,14 +73,14 @@ async def test_good_answer_is_cached_until_the_earlier_of_next_update_and_max_ag
     outcome, lookup = await check.check(leaf.cert, pki.issuing.cert, "http://r/")
     assert outcome.status is not None and outcome.status.status is CertStatus.GOOD
     assert lookup is Lookup.MISS
-    assert check._ttl(outcome.status, leaf.cert) == 60
+    assert check._ttl(outcome.status, leaf.cert.not_valid_after_utc) == 60
     assert (await check.check(leaf.cert, pki.issuing.cert, "http://r/"))[1] is Lookup.HIT
     assert len(fetcher.calls) == 1
 
     far = FakeFetcher(response(leaf, pki, next_update=NOW + dt.timedelta(days=7)))
     far_outcome, _ = await checker(far, max_age=300).check(leaf.cert, pki.issuing.cert, "http://r/")
     assert far_outcome.status is not None
-    assert checker(far, max_age=300)._ttl(far_outcome.status, leaf.cert) == 300
+    assert checker(far, max_age=300)._ttl(far_outcome.status, leaf.cert.not_valid_after_utc) == 300
 
 
 async def test_revoked_is_kept_until_the_certificate_expires(pki: LabPki) -> None:
@@ -89,7 +89,7 @@ async def test_revoked_is_kept_until_the_certificate_expires(pki: LabPki) -> Non
     outcome, _ = await check.check(leaf.cert, pki.issuing.cert, "http://r/")
     assert outcome.status is not None and outcome.status.status is CertStatus.REVOKED
     expected = (leaf.cert.not_valid_after_utc - NOW).total_seconds()
-    assert check._ttl(outcome.status, leaf.cert) == expected
+    assert check._ttl(outcome.status, leaf.cert.not_valid_after_utc) == expected
 
 
 async def test_failures_are_outcomes_not_exceptions(pki: LabPki) -> None:
