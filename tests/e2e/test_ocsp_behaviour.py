@@ -7,7 +7,6 @@ import json
 import signal
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -119,34 +118,3 @@ def test_sigterm_lets_an_in_flight_check_finish(
     response = asyncio.run(scenario())
     assert response.HasField("ok_response")
     assert process.wait(timeout=15) == 0
-
-
-def test_prefetch_keeps_a_returning_client_warm(
-    pki: LabPki, fresh_responder: OcspResponder, tmp_path: Path
-) -> None:
-    """Answers live 2 s; the client comes back after 4 s of silence and finds a fresh answer."""
-    bundle = tmp_path / "bundle.pem"
-    bundle.write_bytes(pem_bundle(pki.root.cert, pki.issuing.cert))
-    port, metrics_port = free_port(), free_port()
-    argv = [
-        sys.executable, "-m", "authz", "serve", "--listen", f"127.0.0.1:{port}",
-        "--metrics-listen", f"127.0.0.1:{metrics_port}",
-        "--trust-bundle", str(bundle), "--allowed-issuer", LabPki.ISSUING_DN,
-        "--ocsp-responder", f"{LabPki.ISSUING_DN}={fresh_responder.url}",
-        "--ocsp-cache-max-age", "2", "--prefetch-window", "60",
-    ]  # fmt: skip
-    process = Process("mtls-authz", argv, tmp_path / "prefetch.log").start()
-    try:
-        process.wait_until(lambda: tcp_open(port), 30, "listening")
-        field = envoy_field(pki.client("prefetched").cert)
-        asyncio.run(check_many(port, [check_request(field)]))
-        time.sleep(4.0)
-        assert fresh_responder.requests >= 2  # refreshed without being asked
-        ((response, _),) = asyncio.run(check_many(port, [check_request(field)]))
-        assert response.HasField("ok_response")
-        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as page:
-            text = page.read().decode()
-        assert 'mtls_authz_ocsp_cache_lookups_total{result="hit"} 1.0' in text
-        assert 'mtls_authz_ocsp_cache_lookups_total{result="miss"} 1.0' in text
-    finally:
-        process.stop()
