@@ -133,7 +133,10 @@ def apply_outcome(decision: Decision, outcome: OcspOutcome, mode: RevocationMode
             "unknown",
         )
     return dataclasses.replace(
-        decision, upstream_headers=((REVOCATION_HEADER, "good"),), revocation="good"
+        decision,
+        upstream_headers=((REVOCATION_HEADER, "good"),),
+        revocation="good",
+        answer_valid_until=status.valid_until,
     )
 
 

@@ -46,6 +46,8 @@ class Decision:
     """Seconds the OCSP request took, when this Check caused or joined one."""
     xfcc: str = ""
     """Envoy's XFCC header, for the chain headers of an allow."""
+    answer_valid_until: datetime | None = None
+    """Until when the revocation answer this verdict rests on is valid (for the verdict cache)."""
     audit_reason: Reason | None = None
     """Audit mode: the request is let through, but this is why it would have been refused."""
 

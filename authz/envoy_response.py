@@ -27,6 +27,7 @@ from google.rpc import code_pb2, status_pb2
 from authz.decide import Decision
 from authz.identity import IDENTITY_HEADERS, identity_headers
 from authz.reasons import FIXED_STATUS, Reason
+from authz.verdict_cache import with_verdict_metadata
 
 REASON_HEADER = "x-mtls-authz-reason"
 WOULD_DENY_HEADER = "x-mtls-authz-would-deny"
@@ -93,20 +94,26 @@ class ResponseBuilder:
     """Seconds a client is told to wait after `revocation_check_failed`."""
     identity: tuple[str, ...] = ()
     """Identity headers to send upstream (see `authz.identity`)."""
+    verdict_cache_ttl: float = 0.0
+    """Longest Envoy may replay a verdict (`authz.verdict_cache`); 0 sends no metadata."""
 
     @property
     def _uses_chain(self) -> bool:
         return "chain" in self.identity or "rfc9440" in self.identity
 
-    def build(self, decision: Decision) -> external_auth_pb2.CheckResponse:
-        """The response for a decision. Responses are shared between Checks of the same client
-        (gRPC only serializes them), so a returning client costs a cache lookup."""
+    def build(self, decision: Decision, ttl: int | None = None) -> external_auth_pb2.CheckResponse:
+        """The response for a decision, with verdict-cache metadata when `ttl` is given.
+
+        Responses are shared between Checks of the same client (gRPC only serializes them), so a
+        returning client costs a cache lookup.
+        """
         if decision.allowed and decision.leaf is not None:
             xfcc = decision.xfcc if self._uses_chain else ""
-            return _cached_allow(self, decision.leaf, decision.upstream_headers, xfcc)
+            return _cached_allow(self, decision.leaf, decision.upstream_headers, xfcc, ttl)
         if decision.allowed and decision.audit_reason is not None:
-            return self.allow(None, decision.upstream_headers)  # audit, with no usable certificate
-        return _cached_deny(self, decision.reason or Reason.INTERNAL_ERROR, decision.message)
+            response = self.allow(None, decision.upstream_headers)  # audit, no usable certificate
+            return response if ttl is None else with_verdict_metadata(response, ttl)
+        return _cached_deny(self, decision.reason or Reason.INTERNAL_ERROR, decision.message, ttl)
 
     def allow(
         self, leaf: x509.Certificate | None, extra: Iterable[tuple[str, str]] = (), xfcc: str = ""
@@ -161,12 +168,15 @@ def _cached_allow(
     leaf: x509.Certificate,
     extra: tuple[tuple[str, str], ...],
     xfcc: str,
+    ttl: int | None,
 ) -> external_auth_pb2.CheckResponse:
-    return builder.allow(leaf, extra, xfcc)
+    response = builder.allow(leaf, extra, xfcc)
+    return response if ttl is None else with_verdict_metadata(response, ttl)
 
 
 @functools.lru_cache(maxsize=1024)
 def _cached_deny(
-    builder: ResponseBuilder, reason: Reason, message: str
+    builder: ResponseBuilder, reason: Reason, message: str, ttl: int | None
 ) -> external_auth_pb2.CheckResponse:
-    return builder.deny(reason, message)
+    response = builder.deny(reason, message)
+    return response if ttl is None else with_verdict_metadata(response, ttl)

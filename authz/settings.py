@@ -174,6 +174,9 @@ OPTIONS: tuple[Option, ...] = (
            "Identity headers to send upstream: " + ", ".join(IDENTITY_NAMES) + ".",
            flag="--identity-header", check=_check_identity),
     Option("deny_status", int, 400, "HTTP status of a refused request.", check=_check_deny_status),
+    Option("verdict_cache_ttl", float, 30.0,
+           "Longest Envoy's verdict cache (envoy/envoy-cached.yaml) may replay a verdict; 0: off.",
+           check=_check_not_negative),
     Option("mode", str, "enforce",
            "enforce: refuse; audit: let every request through, marking what would be refused.",
            choices=("enforce", "audit")),
@@ -246,6 +249,7 @@ class Settings:
     cert_header_format: CertHeaderFormat
     identity_headers: tuple[str, ...]
     deny_status: int
+    verdict_cache_ttl: float
     mode: str
     policies: Mapping[str, Any]
     log_level: str

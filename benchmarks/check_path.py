@@ -47,7 +47,7 @@ class FixedFetcher:
 
 
 def make_servicer(
-    pki: LabPki, leaf_der_response: bytes, with_metrics: bool
+    pki: LabPki, leaf_der_response: bytes, with_metrics: bool, verdict_ttl: float = 30.0
 ) -> AuthorizationServicer:
     metrics = Metrics(CollectorRegistry()) if with_metrics else None
     state = State(
@@ -62,7 +62,9 @@ def make_servicer(
     )
     runtime = Runtime(
         Authorizer(state, checker, RevocationMode.REQUIRE),
-        ResponseBuilder("X-Client-Cert", CertHeaderFormat.BASE64_DER, 400),
+        ResponseBuilder(
+            "X-Client-Cert", CertHeaderFormat.BASE64_DER, 400, verdict_cache_ttl=verdict_ttl
+        ),
     )
     return AuthorizationServicer(lambda: runtime, metrics)
 
@@ -100,6 +102,7 @@ def main() -> None:
         "floor (constant reply)": Floor,
         "full (metrics + logs)": lambda: make_servicer(pki, response, True),
         "no metrics": lambda: make_servicer(pki, response, False),
+        "no verdict metadata": lambda: make_servicer(pki, response, True, 0.0),
     }
     print(f"{'variant':<24} {'calls/s':>10} {'µs/call':>9}")
     for name, factory in variants.items():

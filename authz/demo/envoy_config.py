@@ -12,6 +12,8 @@ import yaml
 SERVER_CERT = "/etc/envoy/tls/server.pem"
 SERVER_KEY = "/etc/envoy/tls/server.key"
 CLIENT_CA = "/etc/envoy/tls/client-ca.pem"
+VERDICT_CACHE_LUA = "/etc/envoy/verdict-cache.lua"
+SHIPPED_LUA = Path(__file__).resolve().parents[2] / "envoy" / "verdict-cache.lua"
 
 
 def render(
@@ -45,7 +47,8 @@ def render(
                 endpoint["endpoint"]["address"]["socket_address"].update(
                     address="127.0.0.1", port_value=port
                 )
-    replaced: dict[str, Any] = _replace_filenames(config, {k: str(v) for k, v in files.items()})
+    paths = {VERDICT_CACHE_LUA: str(SHIPPED_LUA), **{k: str(v) for k, v in files.items()}}
+    replaced: dict[str, Any] = _replace_filenames(config, paths)
     return replaced
 
 

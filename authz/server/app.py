@@ -160,6 +160,7 @@ class Service:
                 deny_status=spec.deny_status,
                 retry_after=max(1, math.ceil(settings.ocsp_failure_cache)),
                 identity=settings.identity_headers,
+                verdict_cache_ttl=settings.verdict_cache_ttl,
             )
             authorizer = Authorizer(
                 policy_state, checker, mode, [] if mode is RevocationMode.OFF else sources

@@ -25,6 +25,7 @@ from authz.metrics import Metrics
 from authz.names import display
 from authz.reasons import Reason
 from authz.route_policy import DEFAULT_POLICY, POLICY_KEY
+from authz.verdict_cache import verdict_ttl
 
 log = logging.getLogger("authz.check")
 
@@ -92,7 +93,7 @@ class AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):  # ty
             )
             self._observe(decision, started)
             log_decision(decision, request)
-            return default.responses.build(decision)
+            return self._respond(default.responses, decision)
         try:
             decision = await runtime.authorizer.authorize(check_input(request), datetime.now(UTC))
         except asyncio.CancelledError:
@@ -108,7 +109,15 @@ class AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):  # ty
             decision = audited(decision)
         self._observe(decision, started)
         log_decision(decision, request)
-        return runtime.responses.build(decision)
+        return self._respond(runtime.responses, decision)
+
+    def _respond(
+        self, responses: ResponseBuilder, decision: Decision
+    ) -> external_auth_pb2.CheckResponse:
+        if responses.verdict_cache_ttl <= 0:
+            return responses.build(decision)
+        ttl = verdict_ttl(decision, datetime.now(UTC), responses.verdict_cache_ttl)
+        return responses.build(decision, ttl)
 
     def _observe(self, decision: Decision, started: float) -> None:
         if self._metrics is not None:

@@ -454,3 +454,32 @@ def test_demo_secrets_fit_the_manifests(tmp_path: Path) -> None:
             name, key = source.removeprefix("secret ").split("/")
             assert key in secrets[name]["data"], source
     assert (tmp_path / "client" / "client.pem").exists()
+
+
+def test_verdict_cache_component(pki: LabPki, tmp_path: Path) -> None:
+    component = K8S / "components" / "verdict-cache"
+    assert (component / "envoy.yaml").read_text() == (
+        REPO / "envoy" / "envoy-cached.yaml"
+    ).read_text()
+    assert (component / "verdict-cache.lua").read_text() == (
+        REPO / "envoy" / "verdict-cache.lua"
+    ).read_text()
+    (tmp_path / "kustomization.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "kustomize.config.k8s.io/v1beta1",
+                "kind": "Kustomization",
+                "resources": [os.path.relpath(K8S / "overlays" / "sidecar", tmp_path)],
+                "components": [os.path.relpath(component, tmp_path)],
+            }
+        )
+    )
+    objects = kustomize(tmp_path)
+    for obj in objects:
+        kubernetes_validate.validate(obj, KUBERNETES_VERSIONS[-1], strict=True)
+    envoy_files = mounted_files(objects, "envoy")
+    assert envoy_files["/etc/envoy/verdict-cache.lua"].endswith("/verdict-cache.lua")
+    template = tmp_path / "envoy.yaml"
+    template.write_text(configmap_file(objects, "envoy-config", "envoy.yaml"))
+    done = envoy_validate(newest_envoy(), template, pki, tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
