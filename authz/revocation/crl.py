@@ -15,7 +15,13 @@ from cryptography import x509
 from cryptography.x509.oid import CRLEntryExtensionOID, ExtensionOID
 
 from authz.names import name_key
-from authz.revocation.ocsp_verify import CertStatus, OcspError, OcspFailure, OcspStatus
+from authz.revocation.ocsp_verify import (
+    CertStatus,
+    OcspError,
+    OcspFailure,
+    OcspStatus,
+    check_freshness,
+)
 
 # Extensions a complete CRL may carry and we understand.
 _KNOWN_CRL_EXTENSIONS = frozenset(
@@ -83,13 +89,7 @@ def verify_crl(
         raise OcspError(OcspFailure.BAD_SIGNATURE, "the CRL's signature does not verify")
     _check_extensions(crl)
     this_update, next_update = crl.last_update_utc, crl.next_update_utc
-    if this_update > now + skew:
-        raise OcspError(OcspFailure.NOT_YET_VALID, f"thisUpdate {this_update} is in the future")
-    if next_update is not None and next_update < this_update:
-        raise OcspError(OcspFailure.BAD_VALIDITY, "nextUpdate is before thisUpdate")
-    valid_until = next_update if next_update is not None else this_update + max_age
-    if now > valid_until + skew:
-        raise OcspError(OcspFailure.STALE, f"the CRL expired at {valid_until}")
+    valid_until = check_freshness(this_update, next_update, now, skew, max_age)
     revoked: dict[int, tuple[dt.datetime, str | None]] = {}
     for entry in crl:
         reason = None

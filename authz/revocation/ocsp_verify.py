@@ -292,13 +292,18 @@ def _matching_single_response(
     raise OcspError(OcspFailure.CERT_ID_MISMATCH, "no answer for the certificate asked about")
 
 
-def _status(
-    single: ocsp.OCSPSingleResponse,
+def check_freshness(
+    this_update: dt.datetime,
+    next_update: dt.datetime | None,
     now: dt.datetime,
     skew: dt.timedelta,
     max_age: dt.timedelta,
-) -> OcspStatus:
-    this_update, next_update = single.this_update_utc, single.next_update_utc
+) -> dt.datetime:
+    """Until when an answer (OCSP or CRL) is valid; raises OcspError when it is not valid now.
+
+    thisUpdate ≤ now + skew, nextUpdate ≥ thisUpdate, now ≤ nextUpdate + skew; without a
+    nextUpdate an answer is valid for `max_age` after thisUpdate.
+    """
     if this_update > now + skew:
         raise OcspError(OcspFailure.NOT_YET_VALID, f"thisUpdate {this_update} is in the future")
     if next_update is not None and next_update < this_update:
@@ -306,6 +311,17 @@ def _status(
     valid_until = next_update if next_update is not None else this_update + max_age
     if now > valid_until + skew:
         raise OcspError(OcspFailure.STALE, f"the answer expired at {valid_until}")
+    return valid_until
+
+
+def _status(
+    single: ocsp.OCSPSingleResponse,
+    now: dt.datetime,
+    skew: dt.timedelta,
+    max_age: dt.timedelta,
+) -> OcspStatus:
+    this_update, next_update = single.this_update_utc, single.next_update_utc
+    valid_until = check_freshness(this_update, next_update, now, skew, max_age)
     status = CertStatus(single.certificate_status.name.lower())
     reason = single.revocation_reason
     return OcspStatus(

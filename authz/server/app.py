@@ -13,7 +13,7 @@ import logging
 import math
 import os
 import signal
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +30,7 @@ from authz.authorize import Authorizer, RevocationMode, RevocationSource
 from authz.decide import State
 from authz.envoy_response import ResponseBuilder
 from authz.metrics import MULTIPROCESS, Metrics
-from authz.names import name_key, parse_dn
+from authz.names import NameKey, name_key, parse_dn
 from authz.policy import IssuerPolicy
 from authz.revocation.cache import SingleFlightCache
 from authz.revocation.checker import (
@@ -73,11 +73,17 @@ def load_state(settings: Settings) -> State:
     )
 
 
-def ocsp_config(settings: Settings) -> OcspConfig:
-    overrides = {}
-    for text in settings.ocsp_responders:
+def per_issuer_urls(texts: Sequence[str]) -> dict[NameKey, str]:
+    """`ISSUER_DN=URL` settings, keyed by the normalised issuer name."""
+    urls = {}
+    for text in texts:
         dn, url = split_responder_override(text)
-        overrides[name_key(parse_dn(dn))] = url
+        urls[name_key(parse_dn(dn))] = url
+    return urls
+
+
+def ocsp_config(settings: Settings) -> OcspConfig:
+    overrides = per_issuer_urls(settings.ocsp_responders)
     return OcspConfig(
         hash_name=settings.ocsp_hash,
         nonce=settings.ocsp_nonce,
@@ -90,10 +96,7 @@ def ocsp_config(settings: Settings) -> OcspConfig:
 
 
 def crl_config(settings: Settings) -> CrlConfig:
-    overrides = {}
-    for text in settings.crl_urls:
-        dn, url = split_responder_override(text)
-        overrides[name_key(parse_dn(dn))] = url
+    overrides = per_issuer_urls(settings.crl_urls)
     return CrlConfig(
         skew=settings.ocsp_skew,
         max_age=settings.crl_cache_max_age,
