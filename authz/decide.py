@@ -14,7 +14,7 @@ from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID
 
 from authz.certs import chain_from_xfcc, decode_source_certificate
-from authz.names import display
+from authz.names import display, issuer_text, subject_text
 from authz.policy import IssuerPolicy
 from authz.reasons import Denied, Reason
 from authz.route_policy import PolicySpec
@@ -145,11 +145,12 @@ def verify(check: CheckInput, state: State) -> tuple[Verified | Decision, bool]:
                 Reason.MALFORMED_CERTIFICATE, "The client certificate cannot be parsed."
             ) from None
         check_client_certificate(extensions)
+        check_issuer_name(leaf)
         issuer, used_xfcc = find_allowed_issuer(leaf, check.xfcc, state)
         if state.spec is not None and not state.spec.subject_allowed(leaf):
             raise Denied(
                 Reason.SUBJECT_NOT_ALLOWED,
-                f"{display(leaf.subject)} does not meet this route's subject requirements.",
+                f"{subject_text(leaf)} does not meet this route's subject requirements.",
             )
     except Denied as denied:
         # Not found in the bundle: another XFCC chain could change that.
@@ -195,6 +196,19 @@ def check_client_certificate(extensions: x509.Extensions) -> None:
                 Reason.NOT_A_CLIENT_CERTIFICATE,
                 "The certificate's extended key usage does not allow TLS client authentication.",
             )
+
+
+def check_issuer_name(leaf: x509.Certificate) -> None:
+    """An issuer name cryptography cannot decode matches no allowed issuer (the bundle could not
+    hold a CA of that name either): refused as such, not as an internal error."""
+    try:
+        leaf.issuer  # noqa: B018 - decoding is the check
+    except ValueError:
+        raise Denied(
+            Reason.ISSUER_NOT_ALLOWED,
+            f"The certificate's issuer name {issuer_text(leaf)} cannot be decoded; "
+            "no allowed issuer has it.",
+        ) from None
 
 
 def find_allowed_issuer(

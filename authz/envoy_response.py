@@ -96,6 +96,13 @@ class ResponseBuilder:
     """Identity headers to send upstream (see `authz.identity`)."""
     verdict_cache_ttl: float = 0.0
     """Longest Envoy may replay a verdict (`authz.verdict_cache`); 0 sends no metadata."""
+    policy: str = "default"
+    """The policy these responses decide for: told to the verdict cache with every verdict."""
+
+    @functools.cached_property
+    def _owned(self) -> tuple[str, ...]:
+        """Every header this service sets upstream, the certificate header first."""
+        return (self.cert_header.lower(), *OWNED_HEADERS)
 
     @property
     def _uses_chain(self) -> bool:
@@ -112,7 +119,7 @@ class ResponseBuilder:
             return _cached_allow(self, decision.leaf, decision.upstream_headers, xfcc, ttl)
         if decision.allowed and decision.audit_reason is not None:
             response = self.allow(None, decision.upstream_headers)  # audit, no usable certificate
-            return response if ttl is None else with_verdict_metadata(response, ttl)
+            return response if ttl is None else with_verdict_metadata(response, ttl, self.policy)
         return _cached_deny(self, decision.reason or Reason.INTERNAL_ERROR, decision.message, ttl)
 
     def allow(
@@ -133,7 +140,7 @@ class ResponseBuilder:
             status=status_pb2.Status(code=code_pb2.OK),
             ok_response=external_auth_pb2.OkHttpResponse(
                 headers=headers,
-                headers_to_remove=[name for name in OWNED_HEADERS if name not in setting],
+                headers_to_remove=[name for name in self._owned if name not in setting],
             ),
         )
 
@@ -171,7 +178,7 @@ def _cached_allow(
     ttl: int | None,
 ) -> external_auth_pb2.CheckResponse:
     response = builder.allow(leaf, extra, xfcc)
-    return response if ttl is None else with_verdict_metadata(response, ttl)
+    return response if ttl is None else with_verdict_metadata(response, ttl, builder.policy)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -179,4 +186,4 @@ def _cached_deny(
     builder: ResponseBuilder, reason: Reason, message: str, ttl: int | None
 ) -> external_auth_pb2.CheckResponse:
     response = builder.deny(reason, message)
-    return response if ttl is None else with_verdict_metadata(response, ttl)
+    return response if ttl is None else with_verdict_metadata(response, ttl, builder.policy)

@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from authz.certs import chain_from_xfcc
+from authz.names import issuer_text, subject_text
 
 _PRINTABLE = {chr(c) for c in range(0x20, 0x7F)} - {"%"}
 # In comma-separated lists the separator itself and spaces are encoded too.
@@ -62,8 +63,8 @@ def byte_sequence(cert: x509.Certificate) -> str:
 
 # Per-certificate headers: name → value function (empty values are not sent).
 LEAF_HEADERS: dict[str, tuple[str, Callable[[x509.Certificate], str]]] = {
-    "subject": ("x-client-cert-subject", lambda c: header_safe(c.subject.rfc4514_string())),
-    "issuer": ("x-client-cert-issuer", lambda c: header_safe(c.issuer.rfc4514_string())),
+    "subject": ("x-client-cert-subject", lambda c: header_safe(subject_text(c))),
+    "issuer": ("x-client-cert-issuer", lambda c: header_safe(issuer_text(c))),
     "serial": ("x-client-cert-serial", lambda c: format(c.serial_number, "x")),
     "fingerprint": ("x-client-cert-sha256", lambda c: c.fingerprint(hashes.SHA256()).hex()),
     "not_before": ("x-client-cert-not-before", lambda c: _rfc3339(c.not_valid_before_utc)),

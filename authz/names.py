@@ -1,8 +1,12 @@
 """Distinguished names: parse the forms operators write, and compare them as RFC 5280 does.
 
 Two names are equal when they have the same RDNs in the same order (the certificate's order),
-each RDN the same set of attribute types, and each value equal under caseIgnoreMatch with
-whitespace folded (RFC 4518: NFKC, case folded, outer space removed, inner runs made one space).
+each RDN the same set of attribute types, and each value equal ignoring case and runs of
+whitespace (outer space removed, inner runs made one space), after canonical composition (NFC).
+
+Stricter than RFC 4518's NFKC on purpose: compatibility forms are distinct characters, so a
+full-width `ＴENANT` or a ligature is not the ASCII name an operator allowed. Real CAs write their
+names in ASCII or in composed UTF-8, where both readings agree.
 """
 
 from __future__ import annotations
@@ -12,6 +16,8 @@ import unicodedata
 from collections.abc import Iterator, Mapping
 
 from cryptography import x509
+from cryptography.hazmat import asn1
+from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID, ObjectIdentifier
 
 # One attribute after normalisation: (dotted OID, normalised value).
@@ -146,10 +152,11 @@ def _unescape(value: str) -> str:
 
 
 def normalise_value(value: str | bytes) -> str:
-    """RFC 4518 caseIgnoreMatch, the practical part: NFKC, case folding, whitespace folded."""
+    """Case-insensitive, whitespace-folded comparison form: NFC, then simple lower-casing (no
+    compatibility mapping: `ﬁ`, `Ｔ` and `ß` stay themselves)."""
     if isinstance(value, bytes):
         return "#" + value.hex()
-    folded = unicodedata.normalize("NFKC", value).casefold()
+    folded = unicodedata.normalize("NFC", value).lower()
     return _SPACES.sub(" ", folded).strip()
 
 
@@ -164,3 +171,60 @@ def name_key(name: x509.Name) -> NameKey:
 def display(name: x509.Name) -> str:
     """RFC 4514 text for logs and messages."""
     return name.rfc4514_string()
+
+
+def subject_text(cert: x509.Certificate) -> str:
+    """The certificate's subject for logs, messages and headers; never raises (see below)."""
+    return _name_text(cert, subject=True)
+
+
+def issuer_text(cert: x509.Certificate) -> str:
+    """The certificate's issuer name for logs, messages and headers; never raises."""
+    return _name_text(cert, subject=False)
+
+
+def _name_text(cert: x509.Certificate, *, subject: bool) -> str:
+    """RFC 4514, or `#` and the hex of the name's DER when cryptography cannot decode it.
+
+    cryptography decodes every string type but BMP and Universal as UTF-8, so a TeletexString
+    holding Latin-1 bytes (legacy CAs write "Société" that way, and TLS stacks accept it) makes
+    `cert.subject` raise. The hex form names exactly those bytes (`openssl asn1parse` reads it).
+    """
+    try:
+        return (cert.subject if subject else cert.issuer).rfc4514_string()
+    except ValueError:
+        der = _raw_name(cert, subject)
+        return "#" + der.hex() if der is not None else "#undecodable"
+
+
+@asn1.sequence
+class _RawCertificate:
+    tbs: list[asn1.TLV]
+    signature_algorithm: asn1.TLV
+    signature: asn1.TLV
+
+
+_SEQUENCE_TAG = b"\x30"
+_VERSION_TAG = b"\xa0"
+
+
+def _raw_name(cert: x509.Certificate, subject: bool) -> bytes | None:
+    """The DER of the issuer or subject Name, read from the certificate's own bytes."""
+    try:
+        tbs = asn1.decode_der(_RawCertificate, cert.public_bytes(Encoding.DER)).tbs
+    except ValueError:
+        return None
+    # TBSCertificate: [version], serialNumber, signature, issuer, validity, subject, …
+    index = (1 if tbs and tbs[0].tag_bytes == _VERSION_TAG else 0) + (4 if subject else 2)
+    if index >= len(tbs) or tbs[index].tag_bytes != _SEQUENCE_TAG:
+        return None
+    content = tbs[index].data
+    return _SEQUENCE_TAG + _der_length(len(content)) + content
+
+
+def _der_length(length: int) -> bytes:
+    """X.690 §8.1.3 definite length: short form below 128, else long form."""
+    if length < 0x80:
+        return bytes([length])
+    octets = length.to_bytes((length.bit_length() + 7) // 8, "big")
+    return bytes([0x80 | len(octets)]) + octets

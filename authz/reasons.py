@@ -22,6 +22,7 @@ class Reason(StrEnum):
     NO_REVOCATION_SOURCE = "no_revocation_source"
     REVOCATION_CHECK_FAILED = "revocation_check_failed"
     UNKNOWN_POLICY = "unknown_policy"
+    POLICY_MISMATCH = "policy_mismatch"
     INTERNAL_ERROR = "internal_error"
 
 
@@ -29,6 +30,7 @@ class Reason(StrEnum):
 FIXED_STATUS: dict[Reason, int] = {
     Reason.REVOCATION_CHECK_FAILED: 503,  # the responder failed; the client may retry
     Reason.UNKNOWN_POLICY: 500,  # the route names a policy the configuration lacks
+    Reason.POLICY_MISMATCH: 500,  # Envoy's two places for the route's policy disagree
     Reason.INTERNAL_ERROR: 500,
 }
 

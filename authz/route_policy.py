@@ -14,7 +14,7 @@ from typing import Any
 
 from cryptography import x509
 
-from authz.names import parse_dn
+from authz.names import parse_dn, subject_text
 
 DEFAULT_POLICY = "default"
 POLICY_KEY = "policy"
@@ -64,7 +64,7 @@ class PolicySpec:
         """True when there are no requirements or any one of them matches."""
         if not self.require:
             return True
-        subject = leaf.subject.rfc4514_string()
+        subject = subject_text(leaf)  # an undecodable subject shows as #hex and meets no prefix
         sans = certificate_sans(leaf)
         return any(r.matches(subject, sans) for r in self.require)
 

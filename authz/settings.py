@@ -218,9 +218,12 @@ OPTIONS: tuple[Option, ...] = (
            "Responder for an issuer, overriding the certificate's AIA: ISSUER_DN=URL.",
            flag="--ocsp-responder", check=_check_responders),
     Option("ocsp_allowed_hosts", list, [],
-           "Responders the certificates' AIA may name: host names, IP addresses or CIDR "
-           "networks (empty: any). Configured responders are always allowed.",
+           "Hosts a certificate's AIA OCSP URL or CRL distribution point may name: host names, "
+           "IP addresses or CIDR networks (empty: any). Configured URLs are always allowed.",
            flag="--ocsp-allowed-host", check=_check_hosts),
+    Option("ocsp_max_response_age", float, 0.0,
+           "Oldest an OCSP answer's thisUpdate may be, in seconds, however far its nextUpdate "
+           "(0: no bound but nextUpdate).", check=_check_not_negative),
     Option("ocsp_nonce", bool, False,
            "Send an RFC 8954 nonce (answers then cannot be cached by the responder)."),
     Option("ocsp_hash", str, "sha1", "CertID hash algorithm.", choices=("sha1", "sha256")),
@@ -267,6 +270,7 @@ class Settings:
     ocsp_cache_size: int
     ocsp_responders: tuple[str, ...]
     ocsp_allowed_hosts: tuple[str, ...]
+    ocsp_max_response_age: float
     ocsp_nonce: bool
     ocsp_hash: str
     ocsp_skew: float

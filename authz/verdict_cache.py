@@ -21,6 +21,7 @@ TRANSIENT = frozenset(
         Reason.REVOCATION_CHECK_FAILED,
         Reason.INTERNAL_ERROR,
         Reason.UNKNOWN_POLICY,
+        Reason.POLICY_MISMATCH,
         Reason.CERTIFICATE_NOT_YET_VALID,
     }
 )
@@ -43,12 +44,13 @@ def verdict_ttl(decision: Decision, now: datetime, limit: float) -> int:
 
 
 def with_verdict_metadata(
-    response: external_auth_pb2.CheckResponse, ttl: int
+    response: external_auth_pb2.CheckResponse, ttl: int, policy: str
 ) -> external_auth_pb2.CheckResponse:
-    """A copy of `response` carrying what Envoy needs to replay it for `ttl` seconds."""
+    """A copy of `response` carrying what Envoy needs to replay it for `ttl` seconds, and the
+    policy it was decided under: the Lua stores it only under that policy's key."""
     result = external_auth_pb2.CheckResponse()
     result.CopyFrom(response)
-    metadata: dict[str, object] = {"ttl": ttl}
+    metadata: dict[str, object] = {"ttl": ttl, "policy": policy}
     if response.HasField("ok_response"):
         ok = response.ok_response
         metadata["decision"] = "allow"

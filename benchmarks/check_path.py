@@ -45,6 +45,9 @@ class FixedFetcher:
     async def fetch(self, url: str, request_der: bytes) -> bytes:
         return self.der
 
+    def unusable(self, url: str) -> None:
+        raise AssertionError(f"the prepared answer from {url} did not verify")
+
 
 def make_servicer(
     pki: LabPki, leaf_der_response: bytes, with_metrics: bool, verdict_ttl: float = 30.0

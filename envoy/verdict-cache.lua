@@ -1,39 +1,79 @@
 -- mtls-authz verdict cache for Envoy's Lua filter: a returning client is answered inside Envoy.
 --
--- Key: the client certificate's SHA-256 plus the route's policy name (route metadata
--- filter_metadata["envoy.filters.http.lua"].policy, set beside the ext_authz context extension;
--- "default" when absent). A fresh hit replays mtls-authz's verdict: the upstream headers it
--- sets (client-sent copies replaced) and removes, or its refusal with the same status, body
--- and reason header. A miss marks the request (dynamic metadata mtls_authz.verdict_cache/check)
--- so that ext_authz, enabled by that mark, runs; the response path stores the verdict from
--- ext_authz's dynamic metadata, for its ttl (never when the ttl is 0 or the metadata is absent).
+-- Key: the client certificate's SHA-256 plus the policy the route names in its metadata,
+-- filter_metadata["envoy.filters.http.lua"].policy ("default" for mtls-authz's top-level
+-- policy). It must name the same policy as the route's ext_authz context extension; with
+-- route_metadata_context_namespaces Envoy sends it to mtls-authz, which refuses the request
+-- (policy_mismatch) when the two differ. A route that names no policy is never cached: this
+-- script cannot see ext_authz's per-route or per-vhost settings, so it cannot know which policy
+-- applies there.
+--
+-- A fresh hit replays mtls-authz's verdict: the upstream headers it sets (client-sent copies
+-- replaced) and removes, or its refusal with the same status, body and reason header. Only an
+-- allow replayed in full marks the request (dynamic metadata mtls_authz.verdict_cache/replayed);
+-- ext_authz runs unless it sees that mark, so a miss, an error anywhere in this script, or the
+-- filter being off all mean the request is checked as if there were no cache.
+-- The response path stores the verdict from ext_authz's dynamic metadata for its ttl, and only
+-- when mtls-authz decided it under the policy the key names.
 -- One cache per Envoy worker, at most MAX_ENTRIES entries (the oldest go first).
 
 local MAX_ENTRIES = 10000
-local cache = {}     -- key -> {expires = seconds, verdict = table}
-local order = {}     -- insertion order, for eviction
-local first, last = 1, 0
+local cache = {}     -- key -> {expires = seconds, verdict = table, slot = position in order}
+local order = {}     -- slot -> key, in the order entries were stored
+local first, last, count = 1, 0, 0
+
+local function forget(key)
+  if cache[key] ~= nil then
+    cache[key] = nil
+    count = count - 1
+  end
+end
 
 local function cache_key(handle)
+  local policy = handle:metadata():get("policy")
+  if type(policy) ~= "string" or policy == "" then return nil, nil end
   local ssl = handle:streamInfo():downstreamSslConnection()
-  if ssl == nil then return nil end
+  if ssl == nil then return nil, nil end
   local digest = ssl:sha256PeerCertificateDigest()
-  if digest == nil or digest == "" then return nil end
-  local policy = handle:metadata():get("policy") or "default"
-  return digest .. "|" .. policy
+  if digest == nil or digest == "" then return nil, nil end
+  return digest .. "|" .. policy, policy
+end
+
+-- Rebuild the order from the live entries (slots left by re-stored or forgotten keys go).
+local function compact()
+  local live = {}
+  for key, entry in pairs(cache) do live[#live + 1] = {entry.slot, key} end
+  table.sort(live, function(a, b) return a[1] < b[1] end)
+  order, first, last = {}, 1, 0
+  for _, item in ipairs(live) do
+    last = last + 1
+    order[last] = item[2]
+    cache[item[2]].slot = last
+  end
+end
+
+-- From the oldest slot: drop slots whose key was stored again later or forgotten, entries past
+-- their time, and live entries while there are more than MAX_ENTRIES.
+local function trim(now)
+  while first <= last do
+    local key = order[first]
+    local entry = cache[key]
+    local current = entry ~= nil and entry.slot == first
+    if current and entry.expires > now and count <= MAX_ENTRIES then return end
+    if current then forget(key) end
+    order[first] = nil
+    first = first + 1
+  end
 end
 
 local function store(key, verdict, ttl)
-  if cache[key] == nil then
-    last = last + 1
-    order[last] = key
-    while last - first + 1 > MAX_ENTRIES do
-      cache[order[first]] = nil
-      order[first] = nil
-      first = first + 1
-    end
-  end
-  cache[key] = {expires = os.time() + ttl, verdict = verdict}
+  local now = os.time()
+  if cache[key] == nil then count = count + 1 end
+  last = last + 1
+  order[last] = key
+  cache[key] = {expires = now + ttl, verdict = verdict, slot = last}
+  trim(now)
+  if last - first + 1 > 2 * MAX_ENTRIES then compact() end
 end
 
 local function replay(handle, verdict)
@@ -41,6 +81,7 @@ local function replay(handle, verdict)
     local headers = handle:headers()
     for _, name in ipairs(verdict.remove or {}) do headers:remove(name) end
     for name, value in pairs(verdict.set or {}) do headers:replace(name, value) end
+    handle:streamInfo():dynamicMetadata():set("mtls_authz.verdict_cache", "replayed", true)
     return
   end
   handle:respond({
@@ -52,22 +93,19 @@ end
 
 function envoy_on_request(handle)
   local key = cache_key(handle)
-  if key ~= nil then
-    local entry = cache[key]
-    if entry ~= nil then
-      if entry.expires > os.time() then
-        replay(handle, entry.verdict)
-        return
-      end
-      cache[key] = nil  -- expired: ask again
-    end
+  if key == nil then return end
+  local entry = cache[key]
+  if entry == nil then return end
+  if entry.expires <= os.time() then
+    forget(key)  -- expired: ask again
+    return
   end
-  handle:streamInfo():dynamicMetadata():set("mtls_authz.verdict_cache", "check", true)
+  replay(handle, entry.verdict)
 end
 
 function envoy_on_response(handle)
   local verdict = handle:streamInfo():dynamicMetadata():get("envoy.filters.http.ext_authz")
   if verdict == nil or verdict.ttl == nil or verdict.ttl <= 0 then return end
-  local key = cache_key(handle)
-  if key ~= nil then store(key, verdict, math.floor(verdict.ttl)) end
+  local key, policy = cache_key(handle)
+  if key ~= nil and verdict.policy == policy then store(key, verdict, math.floor(verdict.ttl)) end
 end

@@ -1,12 +1,19 @@
-"""Helpers shared by the tests: Envoy's escaping of certificates, as Envoy does it."""
+"""Helpers shared by the tests: Envoy's escaping of certificates, as Envoy does it; legacy
+certificates made by the openssl CLI; shipped Envoy configs with one thing changed."""
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
 
+import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
+
+from authz.demo.pki import Identity, new_key
 
 # check_request_utils.cc escapes exactly these five characters.
 _ENVOY_ESCAPES = {"\n": "%0A", " ": "%20", "+": "%2B", "/": "%2F", "=": "%3D"}
@@ -27,3 +34,58 @@ def xfcc_with_chain(chain: Iterable[x509.Certificate], tail: str = "") -> str:
     pem = "".join(c.public_bytes(Encoding.PEM).decode() for c in certs)
     digest = certs[0].fingerprint(hashes.SHA256()).hex() if certs else "0"
     return f'Hash={digest};Chain="{envoy_escape(pem)}"{tail}'
+
+
+def teletex_client(issuer: Identity, workdir: Path, common_name: str = "Société") -> Identity:
+    """A client certificate whose subject CN is a TeletexString of Latin-1 bytes, made by
+    `openssl req -utf8` with `string_mask = default` and signed by `openssl x509 -req`, as legacy
+    CAs wrote "Société". cryptography cannot decode that subject; TLS stacks accept it."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    leaf = Identity(issuer.cert, new_key())  # only for its key's PEM
+    ca_cert, ca_key = issuer.write(workdir, "issuer")
+    key_path = workdir / "legacy.key"
+    key_path.write_bytes(leaf.key_pem)
+    (workdir / "req.cnf").write_text(
+        "[req]\ndistinguished_name = dn\nstring_mask = default\nprompt = no\n[dn]\n"
+    )
+    (workdir / "ext.cnf").write_text(
+        "basicConstraints = critical,CA:FALSE\nextendedKeyUsage = clientAuth\n"
+    )
+    run = {"check": True, "capture_output": True, "timeout": 30}
+    subprocess.run(
+        ["openssl", "req", "-new", "-utf8", "-config", str(workdir / "req.cnf"),
+         "-key", str(key_path), "-subj", f"/CN={common_name}", "-out", str(workdir / "legacy.csr")],
+        **run,
+    )  # fmt: skip
+    subprocess.run(
+        ["openssl", "x509", "-req", "-in", str(workdir / "legacy.csr"), "-CA", str(ca_cert),
+         "-CAkey", str(ca_key), "-set_serial", str(x509.random_serial_number()), "-days", "2",
+         "-extfile", str(workdir / "ext.cnf"), "-out", str(workdir / "legacy.pem")],
+        **run,
+    )  # fmt: skip
+    cert = x509.load_pem_x509_certificate((workdir / "legacy.pem").read_bytes())
+    chain = tuple(c for c in (issuer.cert, *issuer.chain) if c.issuer != c.subject)
+    return Identity(cert, leaf.key, chain)
+
+
+def gateway_hcm(config: dict[str, Any]) -> dict[str, Any]:
+    """The mTLS listener's HTTP connection manager in a shipped Envoy config."""
+    listener = config["static_resources"]["listeners"][0]
+    hcm: dict[str, Any] = listener["filter_chains"][0]["filters"][0]["typed_config"]
+    return hcm
+
+
+def http_filter(config: dict[str, Any], name: str) -> dict[str, Any]:
+    """The typed_config of the gateway's HTTP filter called `name`."""
+    found: dict[str, Any] = next(
+        f["typed_config"] for f in gateway_hcm(config)["http_filters"] if f["name"] == name
+    )
+    return found
+
+
+def edited_template(template: Path, out: Path, edit: Any) -> Path:
+    """A copy of a shipped Envoy config with `edit(config)` applied."""
+    config = yaml.safe_load(template.read_text())
+    edit(config)
+    out.write_text(yaml.safe_dump(config))
+    return out

@@ -25,16 +25,27 @@ class ProcessError(RuntimeError):
 _PORTS = range(20_000, 32_000)
 
 
+# Ports handed out by this process: a caller choosing several before binding any (a stack's five
+# listeners) must never get one twice. Forgotten once half the range is used.
+_GIVEN: set[int] = set()
+
+
 def free_port() -> int:
-    """A port free on 127.0.0.1 right now, chosen outside the ephemeral range."""
+    """A port free on 127.0.0.1 right now, chosen outside the ephemeral range, and not one this
+    process was given before."""
+    if len(_GIVEN) > len(_PORTS) // 2:
+        _GIVEN.clear()
     for _ in range(200):
         port = random.choice(_PORTS)  # noqa: S311 - not security sensitive
+        if port in _GIVEN:
+            continue
         with socket.socket() as s:
             try:
                 s.bind(("127.0.0.1", port))
             except OSError:
                 continue
-            return port
+        _GIVEN.add(port)
+        return port
     raise ProcessError("no free port found")
 
 

@@ -11,7 +11,7 @@ import functools
 import ipaddress
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -39,9 +39,10 @@ log = logging.getLogger("authz.ocsp")
 ALLOWED_SCHEMES = ("http://", "https://")
 URL_MEMO_SIZE = 4096
 
-# (CertID hash algorithm, issuer certificate fingerprint, serial). The issuer certificate fixes
-# both the issuer name hash and key hash, so this identifies the same thing as the CertID.
-CacheKey = tuple[str, bytes, int]
+# (CertID hash algorithm, issuer certificate fingerprint, serial, responder URL). The issuer
+# certificate fixes both the issuer name hash and key hash, so this identifies the same thing as
+# the CertID; the URL keeps an answer from being served once configuration picks another responder.
+CacheKey = tuple[str, bytes, int, str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +65,8 @@ class OcspConfig:
     overrides: Mapping[NameKey, str] | None = None
     allowed_hosts: tuple[str, ...] = ()
     """Where an AIA URL may point (names, addresses, CIDR networks); empty allows any."""
+    max_response_age: float = 0.0
+    """How old an answer's thisUpdate may be, in seconds; 0: no bound but nextUpdate."""
 
 
 @functools.lru_cache(maxsize=1024)
@@ -85,6 +88,44 @@ def aia_ocsp_urls(cert: x509.Certificate) -> list[str]:
         and isinstance(d.access_location, x509.UniformResourceIdentifier)
         and d.access_location.value.lower().startswith(ALLOWED_SCHEMES)
     ]
+
+
+class SourceUrls:
+    """Where to ask about a certificate, for one revocation source (OCSP or CRL): the URL the
+    operator configured for its issuer, else the first the certificate names; and the one
+    allow-list for every URL a certificate can make mtls-authz fetch, applied before any
+    connection (configured URLs always; any other only if `allowed_hosts` admits its host)."""
+
+    def __init__(self, overrides: Mapping[NameKey, str], allowed_hosts: tuple[str, ...]) -> None:
+        self._overrides = dict(overrides)
+        self._allowed_hosts = allowed_hosts
+        self.configured = frozenset(self._overrides.values())
+
+    def choose(self, leaf: x509.Certificate, named: Iterable[str]) -> str | None:
+        """The configured URL for the leaf's issuer, else the first of those it names."""
+        return self._overrides.get(name_key(leaf.issuer)) or next(iter(named), None)
+
+    def permitted(self, url: str) -> bool:
+        if not self._allowed_hosts or url in self.configured:
+            return True
+        return host_allowed(urlsplit(url).hostname or "", self._allowed_hosts)
+
+    def still_picks(self, issuer: x509.Certificate, url: str) -> bool:
+        """Whether this configuration could still ask `url` about a certificate of `issuer`: the
+        issuer's configured URL if it has one, else a permitted URL no issuer has configured.
+        What a reload keeps and prefetch refreshes."""
+        override = self._overrides.get(name_key(issuer.subject))
+        if override is not None:
+            return url == override
+        return url not in self.configured and self.permitted(url)
+
+
+def verification_failure(error: Exception) -> OcspError:
+    """Anything but OcspError raised while verifying an answer (cryptography refusing a hostile
+    field, say) is a failure of the source that sent it, never an error of the Check."""
+    return OcspError(
+        OcspFailure.UNPARSABLE, f"the answer cannot be verified ({type(error).__name__}: {error})"
+    )
 
 
 def host_allowed(host: str, allowed: tuple[str, ...]) -> bool:
@@ -118,7 +159,7 @@ class OcspChecker:
         self._cache = cache
         self._config = config
         self._now = now
-        self._overrides = dict(config.overrides or {})
+        self.urls = SourceUrls(config.overrides or {}, config.allowed_hosts)
         self._urls: dict[x509.Certificate, str | None] = {}
         # Issuers seen, by fingerprint, with their CertID hashes: what prefetch needs.
         self._issuers: dict[bytes, tuple[x509.Certificate, CertId]] = {}
@@ -134,9 +175,7 @@ class OcspChecker:
         """The configured override for the leaf's issuer, else the first AIA OCSP URL."""
         if leaf in self._urls:
             return self._urls[leaf]
-        override = self._overrides.get(name_key(leaf.issuer))
-        urls = aia_ocsp_urls(leaf)
-        url = override or (urls[0] if urls else None)
+        url = self.urls.choose(leaf, aia_ocsp_urls(leaf))
         if len(self._urls) >= URL_MEMO_SIZE:
             self._urls.clear()  # crude but bounded; repeat clients refill it at once
         self._urls[leaf] = url
@@ -145,7 +184,12 @@ class OcspChecker:
     async def check(
         self, leaf: x509.Certificate, issuer: x509.Certificate, url: str
     ) -> tuple[OcspOutcome, Lookup]:
-        key: CacheKey = (self._config.hash_name, issuer_fingerprint(issuer), leaf.serial_number)
+        key: CacheKey = (
+            self._config.hash_name,
+            issuer_fingerprint(issuer),
+            leaf.serial_number,
+            url,
+        )
         config = self._config
 
         def load() -> Awaitable[Loaded[OcspOutcome]]:
@@ -170,8 +214,10 @@ class OcspChecker:
         if known is None:
             return None
         issuer, cert_id = known
+        if not self.urls.still_picks(issuer, key[3]):
+            return None
         query = build_query_by_hash(cert_id, key[2], self._config.nonce)
-        return lambda: self._load(query, issuer, outcome.responder, None)
+        return lambda: self._load(query, issuer, key[3], None)
 
     async def _load(
         self,
@@ -183,19 +229,27 @@ class OcspChecker:
         config = self._config
         started = time.monotonic()
         try:
-            if not self.permitted(url):
+            if not self.urls.permitted(url):
                 raise OcspError(
                     OcspFailure.RESPONDER_NOT_ALLOWED, f"{url} is not in ocsp_allowed_hosts"
                 )
             body = await self._fetcher.fetch(url, query.der)
-            status = verify_response(
-                body,
-                query,
-                issuer,
-                self._now(),
-                skew=dt.timedelta(seconds=config.skew),
-                max_age=dt.timedelta(seconds=config.max_age),
-            )
+            try:
+                status = verify_response(
+                    body,
+                    query,
+                    issuer,
+                    self._now(),
+                    skew=dt.timedelta(seconds=config.skew),
+                    max_age=dt.timedelta(seconds=config.max_age),
+                    max_response_age=config.max_response_age,
+                )
+            except Exception as error:
+                # The responder answered, but not usably: its breaker counts that.
+                self._fetcher.unusable(url)
+                if isinstance(error, OcspError):
+                    raise
+                raise verification_failure(error) from None
         except OcspError as error:
             latency = time.monotonic() - started
             fields = {
@@ -217,12 +271,6 @@ class OcspChecker:
     def _observe(self, url: str, outcome: str, seconds: float) -> None:
         if self._metrics is not None:
             self._metrics.observe_ocsp_request(url, outcome, seconds)
-
-    def permitted(self, url: str) -> bool:
-        """Configured responders always; an AIA URL only if ocsp_allowed_hosts admits its host."""
-        if not self._config.allowed_hosts or url in self._overrides.values():
-            return True
-        return host_allowed(urlsplit(url).hostname or "", self._config.allowed_hosts)
 
     def _ttl(self, status: OcspStatus, leaf_not_after: dt.datetime | None) -> float:
         """How long an answer may be served: this bounds how long a revocation goes unseen.

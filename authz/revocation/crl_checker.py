@@ -16,12 +16,17 @@ from dataclasses import dataclass
 from cryptography import x509
 
 from authz.metrics import Metrics
-from authz.names import NameKey, name_key
+from authz.names import NameKey
 from authz.revocation.cache import Loaded, Lookup, SingleFlightCache
-from authz.revocation.checker import OcspOutcome, issuer_fingerprint
+from authz.revocation.checker import (
+    OcspOutcome,
+    SourceUrls,
+    issuer_fingerprint,
+    verification_failure,
+)
 from authz.revocation.crl import CrlIndex, crl_urls, verify_crl
 from authz.revocation.fetch import HttpFetcher
-from authz.revocation.ocsp_verify import OcspError
+from authz.revocation.ocsp_verify import OcspError, OcspFailure
 
 log = logging.getLogger("authz.crl")
 
@@ -45,6 +50,8 @@ class CrlConfig:
     max_age: float = 3600.0
     failure_ttl: float = 5.0
     overrides: Mapping[NameKey, str] | None = None
+    allowed_hosts: tuple[str, ...] = ()
+    """Where a distribution point may point: the same list as for OCSP (ocsp_allowed_hosts)."""
 
 
 class CrlChecker:
@@ -61,14 +68,12 @@ class CrlChecker:
         self._config = config
         self._metrics = metrics
         self._now = now
-        self._overrides = dict(config.overrides or {})
+        self.urls = SourceUrls(config.overrides or {}, config.allowed_hosts)
         self._issuers: dict[bytes, x509.Certificate] = {}
 
     def source_url(self, leaf: x509.Certificate) -> str | None:
         """The configured CRL for the leaf's issuer, else the first http(s) distribution point."""
-        override = self._overrides.get(name_key(leaf.issuer))
-        urls = crl_urls(leaf)
-        return override or (urls[0] if urls else None)
+        return self.urls.choose(leaf, crl_urls(leaf))
 
     async def check(
         self, leaf: x509.Certificate, issuer: x509.Certificate, url: str
@@ -86,21 +91,31 @@ class CrlChecker:
     ) -> Callable[[], Awaitable[Loaded[CrlLoad]]] | None:
         """A loader that downloads the CRL again, for the prefetcher."""
         issuer = self._issuers.get(key[1])
-        if issuer is None:
+        if issuer is None or not self.urls.still_picks(issuer, key[0]):
             return None
         return lambda: self._load(issuer, key[0])
 
     async def _load(self, issuer: x509.Certificate, url: str) -> Loaded[CrlLoad]:
         started = time.monotonic()
         try:
+            if not self.urls.permitted(url):
+                raise OcspError(
+                    OcspFailure.RESPONDER_NOT_ALLOWED, f"{url} is not in ocsp_allowed_hosts"
+                )
             body = await self._fetcher.get(url, MAX_CRL_BYTES)
-            index = verify_crl(
-                body,
-                issuer,
-                self._now(),
-                skew=dt.timedelta(seconds=self._config.skew),
-                max_age=dt.timedelta(seconds=self._config.max_age),
-            )
+            try:
+                index = verify_crl(
+                    body,
+                    issuer,
+                    self._now(),
+                    skew=dt.timedelta(seconds=self._config.skew),
+                    max_age=dt.timedelta(seconds=self._config.max_age),
+                )
+            except Exception as error:
+                self._fetcher.unusable(url)
+                if isinstance(error, OcspError):
+                    raise
+                raise verification_failure(error) from None
         except OcspError as error:
             latency = time.monotonic() - started
             log.warning(

@@ -29,6 +29,10 @@ class Fetcher(Protocol):
         """The response body; raises OcspError for anything but a 200 with a bounded body."""
         ...
 
+    def unusable(self, url: str) -> None:
+        """The body fetched from `url` did not verify: counts as a failure of that source."""
+        ...
+
 
 def responder_label(url: str) -> str:
     """`host:port` of a responder URL: the key for concurrency limits (and metric labels)."""
@@ -127,6 +131,10 @@ class HttpFetcher:
         return await self._guarded(
             url, lambda: self._session.get(url, **self._options()), max_bytes
         )
+
+    def unusable(self, url: str) -> None:
+        """A 200 whose body did not verify: the source is failing as surely as a 500 would."""
+        self._breakers.setdefault(responder_label(url), CircuitBreaker()).record(False)
 
     def _options(self) -> dict[str, Any]:
         return {"allow_redirects": False, "timeout": self._timeout}

@@ -146,8 +146,13 @@ def verify_response(
     *,
     skew: dt.timedelta = dt.timedelta(seconds=300),
     max_age: dt.timedelta = dt.timedelta(seconds=300),
+    max_response_age: float = 0.0,
 ) -> OcspStatus:
-    """Verify `der` as the answer to `query` about a certificate issued by `issuer`."""
+    """Verify `der` as the answer to `query` about a certificate issued by `issuer`.
+
+    `max_response_age` (seconds, 0 for none) bounds how old thisUpdate may be even when nextUpdate
+    is far off: without a nonce, an on-path attacker can replay an old signed "good" until its
+    nextUpdate (`openssl ocsp -status_age` is the same bound)."""
     response = _parse(der)
     signer = find_signer(response, issuer)
     _check_signer_authorized(signer, issuer, now)
@@ -156,7 +161,15 @@ def verify_response(
     _check_nonce(response, query.nonce)
     single = _matching_single_response(response, query.cert_id)
     _check_critical_extensions(_single_extensions(response), "single response")
-    return _status(single, now, skew, max_age)
+    status = _status(single, now, skew, max_age)
+    if max_response_age > 0 and now - status.this_update > skew + dt.timedelta(
+        seconds=max_response_age
+    ):
+        raise OcspError(
+            OcspFailure.STALE,
+            f"thisUpdate {status.this_update} is older than ocsp_max_response_age allows",
+        )
+    return status
 
 
 def _parse(der: bytes) -> ocsp.OCSPResponse:

@@ -13,13 +13,14 @@ import logging
 import math
 import os
 import signal
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import grpc
+from cryptography import x509
 from envoy.service.auth.v3 import external_auth_pb2_grpc
 from grpc_health.v1 import health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
@@ -38,6 +39,7 @@ from authz.revocation.checker import (
     OcspChecker,
     OcspConfig,
     OcspOutcome,
+    SourceUrls,
     issuer_fingerprint,
 )
 from authz.revocation.crl_checker import CrlChecker, CrlConfig, CrlKey, CrlLoad
@@ -63,6 +65,7 @@ RELOAD_POLL_SECONDS = 2.0
 # Settings read once at start; a reload that changes them is applied except for these.
 RESTART_ONLY = ("listen", "metrics_listen", "ocsp_cache_size")
 CRL_CACHE_SIZE = 1024  # CRLs: one per issuer and URL
+Keep = Callable[[bytes, str], bool]
 
 
 def load_state(settings: Settings) -> State:
@@ -92,6 +95,7 @@ def ocsp_config(settings: Settings) -> OcspConfig:
         failure_ttl=settings.ocsp_failure_cache,
         overrides=overrides,
         allowed_hosts=settings.ocsp_allowed_hosts,
+        max_response_age=settings.ocsp_max_response_age,
     )
 
 
@@ -102,6 +106,7 @@ def crl_config(settings: Settings) -> CrlConfig:
         max_age=settings.crl_cache_max_age,
         failure_ttl=settings.ocsp_failure_cache,
         overrides=overrides,
+        allowed_hosts=settings.ocsp_allowed_hosts,
     )
 
 
@@ -148,6 +153,7 @@ class Service:
         checker = OcspChecker(fetcher, self.cache, ocsp_config(settings), self.metrics)
         crl_fetcher = HttpFetcher(self.session, settings.crl_timeout)
         crl = CrlChecker(crl_fetcher, self.crl_cache, crl_config(settings), self.metrics)
+        self.checkers = (checker, crl)
         self.prefetch_targets = (
             Target(self.cache, checker.prefetch, lambda outcome: outcome.responder),
             Target(self.crl_cache, crl.prefetch, lambda loaded: loaded.url),
@@ -155,7 +161,7 @@ class Service:
         by_name: dict[str, RevocationSource] = {"ocsp": checker, "crl": crl}
         sources = [by_name[name] for name in settings.revocation.split("-then-")]
 
-        def one(spec: PolicySpec, policy_state: State) -> Runtime:
+        def one(name: str, spec: PolicySpec, policy_state: State) -> Runtime:
             mode = RevocationMode(spec.ocsp)
             responses = ResponseBuilder(
                 cert_header=settings.cert_header,
@@ -164,6 +170,7 @@ class Service:
                 retry_after=max(1, math.ceil(settings.ocsp_failure_cache)),
                 identity=settings.identity_headers,
                 verdict_cache_ttl=settings.verdict_cache_ttl,
+                policy=name,
             )
             authorizer = Authorizer(
                 policy_state, checker, mode, [] if mode is RevocationMode.OFF else sources
@@ -177,11 +184,38 @@ class Service:
                 state.trust, IssuerPolicy.from_dns(default_spec.allowed_issuers), default_spec
             )
         routes = {
-            name: one(spec, State(state.trust, IssuerPolicy.from_dns(spec.allowed_issuers), spec))
+            name: one(
+                name, spec, State(state.trust, IssuerPolicy.from_dns(spec.allowed_issuers), spec)
+            )
             for name, spec in specs.items()
         }
-        default = one(default_spec, state)
+        default = one(DEFAULT_POLICY, default_spec, state)
         return Runtime(default.authorizer, default.responses, default.audit, routes)
+
+    def prune_caches(
+        self,
+        bundle: Sequence[x509.Certificate],
+        previous: tuple[OcspChecker, CrlChecker],
+    ) -> int:
+        """Drop cached answers whose issuer left the bundle, or that came from a responder or
+        CRL URL the configuration would no longer ask (one configured before and not now, or
+        one it no longer permits): an answer is only ever served, or refreshed by prefetch,
+        from the source configuration picks now."""
+        kept = {issuer_fingerprint(cert): cert for cert in bundle}
+
+        def keep(now: SourceUrls, before: SourceUrls) -> Keep:
+            def check(fingerprint: bytes, url: str) -> bool:
+                issuer = kept.get(fingerprint)
+                if issuer is None or not now.still_picks(issuer, url):
+                    return False
+                return url in now.configured or url not in before.configured
+
+            return check
+
+        ocsp = keep(self.checkers[0].urls, previous[0].urls)
+        crl = keep(self.checkers[1].urls, previous[1].urls)
+        dropped = self.cache.discard(lambda key: ocsp(key[1], key[3]))
+        return dropped + self.crl_cache.discard(lambda key: crl(key[1], key[0]))
 
     def watched_files(self) -> list[Path]:
         files = [Path(self.settings.trust_bundle)]
@@ -191,11 +225,13 @@ class Service:
 
     async def reload(self) -> bool:
         """Swap in a new Runtime; on any error keep the old one. In-flight Checks are unaffected."""
+        previous = self.checkers, self.prefetch_targets
         try:
             settings = self.sources.load()
             state = load_state(settings)
             runtime = self.build(settings, state)
         except (ConfigError, TrustBundleError, ValueError) as e:
+            self.checkers, self.prefetch_targets = previous
             log.error("reload failed; keeping the previous configuration", extra={"error": str(e)})
             self.metrics.observe_reload(False)
             return False
@@ -208,9 +244,7 @@ class Service:
         ):
             logs.configure(settings.log_level, settings.log_format)
         self.settings, self.runtime = settings, runtime
-        kept = {issuer_fingerprint(cert) for cert in state.trust.certificates}
-        dropped = self.cache.discard(lambda key: key[1] in kept)
-        dropped += self.crl_cache.discard(lambda key: key[1] in kept)
+        dropped = self.prune_caches(state.trust.certificates, previous[0])
         self.metrics.observe_trust_bundle(state.trust)
         self.metrics.observe_reload(True)
         log.info(

@@ -7,6 +7,7 @@ gRPC error, so even an Envoy with `failure_mode_allow: true` refuses the request
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import time
@@ -20,9 +21,9 @@ from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 
 from authz.authorize import Authorizer
 from authz.decide import CheckInput, Decision
-from authz.envoy_response import WOULD_DENY_HEADER, ResponseBuilder
+from authz.envoy_response import WOULD_DENY_HEADER, CertHeaderFormat, ResponseBuilder
 from authz.metrics import Metrics
-from authz.names import display
+from authz.names import issuer_text, subject_text
 from authz.reasons import Reason
 from authz.route_policy import DEFAULT_POLICY, POLICY_KEY
 from authz.verdict_cache import verdict_ttl
@@ -33,6 +34,13 @@ XFCC_HEADER = "x-forwarded-client-cert"
 INTERNAL_ERROR = Decision(
     False, Reason.INTERNAL_ERROR, "The authorization service failed; the request was refused."
 )
+# Built once at import, so answering a failure cannot itself fail.
+INTERNAL_ERROR_RESPONSE = ResponseBuilder("x-client-cert", CertHeaderFormat.BASE64_DER, 400).deny(
+    Reason.INTERNAL_ERROR, INTERNAL_ERROR.message
+)
+# Route metadata under the Lua filter's name holds the policy the verdict cache keys on
+# (envoy/verdict-cache.lua); with `route_metadata_context_namespaces` Envoy sends it here.
+VERDICT_CACHE_NAMESPACE = "envoy.filters.http.lua"
 
 
 @dataclass(frozen=True)
@@ -51,6 +59,23 @@ class Runtime:
         if not name or name == DEFAULT_POLICY:
             return self
         return self.routes.get(name)
+
+
+def requested_policy(request: external_auth_pb2.CheckRequest) -> tuple[str, str | None]:
+    """The policy the route names in its context extensions, and a message when the verdict
+    cache's route metadata names a different one (so its verdicts would replay elsewhere)."""
+    attributes = request.attributes
+    policy = attributes.context_extensions.get(POLICY_KEY, "")
+    route = attributes.route_metadata_context.filter_metadata.get(VERDICT_CACHE_NAMESPACE)
+    if route is None or POLICY_KEY not in route.fields:
+        return policy, None
+    cached_as = route.fields[POLICY_KEY].string_value
+    if cached_as != (policy or DEFAULT_POLICY):
+        return policy, (
+            f"The route's verdict cache keys on policy {cached_as!r} but its context extension "
+            f"names {policy or DEFAULT_POLICY!r}; the request was refused."
+        )
+    return policy, None
 
 
 def check_input(request: external_auth_pb2.CheckRequest) -> CheckInput:
@@ -82,14 +107,33 @@ class AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):  # ty
         self, request: external_auth_pb2.CheckRequest, context: Any
     ) -> external_auth_pb2.CheckResponse:
         started = time.perf_counter()
+        try:
+            return await self._check(request, started)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # Nothing may escape Check: a gRPC error would let the request through under
+            # `failure_mode_allow: true`, with whatever headers the client sent.
+            log.exception("check failed", extra={"reason": Reason.INTERNAL_ERROR.value})
+            with contextlib.suppress(Exception):
+                self._observe(INTERNAL_ERROR, started)
+            return INTERNAL_ERROR_RESPONSE
+
+    async def _check(
+        self, request: external_auth_pb2.CheckRequest, started: float
+    ) -> external_auth_pb2.CheckResponse:
         default = self._runtime()  # read once: a reload mid-Check does not mix configurations
-        policy = request.attributes.context_extensions.get(POLICY_KEY, "")
+        policy, conflict = requested_policy(request)
         runtime = default.for_policy(policy)
-        if runtime is None:
-            decision = Decision(
-                False,
-                Reason.UNKNOWN_POLICY,
-                f"The route asks for policy {policy!r}, which is not configured.",
+        if conflict is not None or runtime is None:
+            decision = (
+                Decision(False, Reason.POLICY_MISMATCH, conflict)
+                if conflict is not None
+                else Decision(
+                    False,
+                    Reason.UNKNOWN_POLICY,
+                    f"The route asks for policy {policy!r}, which is not configured.",
+                )
             )
             self._observe(decision, started)
             log_decision(decision, request)
@@ -163,8 +207,8 @@ def log_decision(decision: Decision, request: external_auth_pb2.CheckRequest) ->
     }
     leaf = decision.leaf
     if leaf is not None:
-        fields["subject"] = display(leaf.subject)
-        fields["issuer"] = display(leaf.issuer)
+        fields["subject"] = subject_text(leaf)
+        fields["issuer"] = issuer_text(leaf)
         fields["serial"] = format(leaf.serial_number, "x")
         fields["sha256"] = leaf.fingerprint(hashes.SHA256()).hex()
     if decision.revocation is not None:

@@ -25,6 +25,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
 from authz.demo.ocsp_responder import Mode, OcspResponder
+from authz.demo.openssl_ocsp import OpensslCa, OpensslResponder
 from authz.demo.pki import Identity, LabPki, pem_bundle
 from authz.demo.processes import Process, free_port, tcp_open
 from tests.support import envoy_field
@@ -321,6 +322,42 @@ def test_reload_drops_cached_answers_for_issuers_that_left_the_bundle(
     ops.wait_for(lambda: reloads(ops, "success") >= 1, "reloaded")
     assert ops.sample("mtls_authz_ocsp_cache_entries") == 0
     assert ops.reason(pki.client("prune-2")) == "issuer_unknown"
+
+
+def test_an_answer_from_a_responder_no_longer_configured_is_not_served_after_reload(
+    pki: LabPki, tmp_path: Path
+) -> None:
+    """Both responders are `openssl ocsp` for the same CA; only the new one knows the revocation."""
+    client = pki.client("moved-responder")
+    before, after = (
+        OpensslCa(tmp_path / "before", pki.issuing),
+        OpensslCa(tmp_path / "after", pki.issuing),
+    )
+    before.add_valid(client)
+    after.revoke(client)
+    with (
+        OpensslResponder(before, tmp_path / "before.log") as old,
+        OpensslResponder(after, tmp_path / "after.log") as new,
+    ):
+        bundle = tmp_path / "bundle.pem"
+        bundle.write_bytes(pem_bundle(pki.root.cert, pki.issuing.cert))
+        ops = start(
+            tmp_path,
+            {
+                "trust_bundle": str(bundle),
+                "allowed_issuers": [LabPki.ISSUING_DN],
+                "ocsp_responders": [f"{LabPki.ISSUING_DN}={old.url}"],
+            },
+        )
+        try:
+            assert ops.reason(client) == "allowed"
+            ops.write_config(ocsp_responders=[f"{LabPki.ISSUING_DN}={new.url}"])
+            ops.process.signal(signal.SIGHUP)
+            ops.wait_for(lambda: reloads(ops, "success") >= 1, "reloaded")
+            assert ops.reason(client) == "certificate_revoked"
+            assert ops.sample("mtls_authz_ocsp_cache_entries") == 1  # the old answer is gone
+        finally:
+            ops.process.stop()
 
 
 def test_startup_is_not_ready_until_serving(pki: LabPki, tmp_path: Path) -> None:

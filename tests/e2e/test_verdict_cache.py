@@ -16,6 +16,7 @@ from authz.demo.ocsp_responder import Mode, OcspResponder
 from authz.demo.openssl_ocsp import OpensslCa, OpensslResponder
 from authz.demo.pki import LabPki
 from authz.demo.stack import REPO_ENVOY_DIR, LocalStack
+from tests.support import edited_template, gateway_hcm
 
 CACHED = REPO_ENVOY_DIR / "envoy-cached.yaml"
 
@@ -158,3 +159,131 @@ def test_the_cache_stays_within_its_bound(
         assert ext_authz_stats(stack)["ok"] == 4
         assert stack.curl(clients[0], "/evicted").status == 200  # evicted: asked again
         assert ext_authz_stats(stack)["ok"] == 5
+
+
+PER_ROUTE = "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute"
+ADMIN_ONLY = {"admin": {"require": [{"subject_prefix": "CN=admin-"}], "deny_status": 403}}
+
+
+def admin_extension() -> dict[str, object]:
+    return {
+        "envoy.filters.http.ext_authz": {
+            "@type": PER_ROUTE,
+            "check_settings": {"context_extensions": {"policy": "admin"}},
+        }
+    }
+
+
+def test_an_allow_is_never_replayed_where_another_policy_applies(
+    envoy: str, pki: LabPki, responder: OcspResponder, tmp_path: Path
+) -> None:
+    def strict_places(config: dict[str, object]) -> None:
+        vhosts = gateway_hcm(config)["route_config"]["virtual_hosts"]
+        # As envoy-policies.yaml wires it: the policy in the context extension only.
+        vhosts[0]["routes"].insert(
+            0, {"match": {"prefix": "/admin"}, "route": {"cluster": "app"},
+                "typed_per_filter_config": admin_extension()},
+        )  # fmt: skip
+        # Both names, different: a misconfiguration mtls-authz refuses.
+        vhosts[0]["routes"].insert(
+            0, {"match": {"prefix": "/contradiction"}, "route": {"cluster": "app"},
+                "metadata": {"filter_metadata": {"envoy.filters.http.lua": {"policy": "default"}}},
+                "typed_per_filter_config": admin_extension()},
+        )  # fmt: skip
+        # A virtual host whose every route gets the admin policy.
+        vhosts.insert(
+            0, {"name": "strict", "domains": ["strict.example"],
+                "typed_per_filter_config": admin_extension(),
+                "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "app"}}]},
+        )  # fmt: skip
+
+    template = edited_template(CACHED, tmp_path / "strict.yaml", strict_places)
+    with LocalStack(
+        tmp_path, pki, envoy_binary=envoy, envoy_template=template, ocsp_override=responder.url,
+        authz_args=["--policies", yaml.safe_dump(ADMIN_ONLY), "--verdict-cache-ttl", "30"],
+    ) as stack:  # fmt: skip
+        bob = pki.client("vc-lenient-bob")
+        assert stack.curl(bob, "/home").status == 200
+        assert stack.curl(bob, "/home").status == 200
+        assert ext_authz_stats(stack)["ok"] == 1  # the second was a replay: bob is cached
+        admin = stack.curl(bob, "/admin/panel")
+        assert admin.status == 403 and admin.headers["x-mtls-authz-reason"] == "subject_not_allowed"
+        vhost = stack.curl(bob, "/anything", headers=["Host: strict.example"])
+        assert vhost.status == 403
+        assert ext_authz_stats(stack)["denied"] == 2
+        carol = pki.client("vc-lenient-carol")
+        mismatch = stack.curl(carol, "/contradiction")
+        assert mismatch.status == 500 and mismatch.json()["error"] == "policy_mismatch"
+        assert stack.curl(carol, "/home").status == 200  # the refusal was not cached
+
+
+def test_a_broken_script_or_a_route_without_it_still_checks_every_request(
+    envoy: str, pki: LabPki, responder: OcspResponder, tmp_path: Path
+) -> None:
+    broken = tmp_path / "broken.lua"
+    source = envoy_config.SHIPPED_LUA.read_text()
+    marker = "function envoy_on_request(handle)\n"
+    assert marker in source
+    broken.write_text(source.replace(marker, marker + '  error("broken on purpose")\n'))
+
+    def without_lua(config: dict[str, object]) -> None:
+        routes = gateway_hcm(config)["route_config"]["virtual_hosts"][0]["routes"]
+        lua_off = {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.LuaPerRoute",
+            "disabled": True,
+        }
+        routes.insert(
+            0, {"match": {"prefix": "/nolua"}, "route": {"cluster": "app"},
+                "typed_per_filter_config": {"envoy.filters.http.lua": lua_off}},
+        )  # fmt: skip
+
+    for script in (broken, envoy_config.SHIPPED_LUA):
+        template = edited_template(CACHED, tmp_path / f"{script.stem}.yaml", without_lua)
+        template.write_text(
+            template.read_text().replace(envoy_config.VERDICT_CACHE_LUA, str(script))
+        )
+        path = "/home" if script == broken else "/nolua"
+        with LocalStack(
+            tmp_path / script.stem, pki, envoy_binary=envoy, envoy_template=template,
+            ocsp_override=responder.url,
+        ) as stack:  # fmt: skip
+            refused = stack.curl(pki.client("vc-broken-other", pki.other), path)
+            assert refused.status == 400, script
+            assert refused.headers["x-mtls-authz-reason"] == "issuer_not_allowed"
+            good = pki.client("vc-broken-good")
+            forged = ["X-Client-Cert: forged"]
+            for _ in range(2):
+                allowed = stack.curl(good, path, headers=forged)
+                assert allowed.status == 200
+                assert allowed.json()["headers"]["x-client-cert"] != ["forged"]
+            assert ext_authz_stats(stack)["ok"] == 2, script  # both asked mtls-authz
+
+
+def test_an_entry_stored_again_after_expiry_is_not_evicted_early(
+    envoy: str, pki: LabPki, responder: OcspResponder, tmp_path: Path
+) -> None:
+    """Room for 3: A expires while B is live; A is stored again and C is added. Three live
+    entries fit, so A must stay — its expired first slot must not count against it."""
+    lua = tmp_path / "verdict-cache.lua"
+    lua.write_text(
+        envoy_config.SHIPPED_LUA.read_text().replace(
+            "local MAX_ENTRIES = 10000", "local MAX_ENTRIES = 3"
+        )
+    )
+    template = tmp_path / "small.yaml"
+    template.write_text(CACHED.read_text().replace(envoy_config.VERDICT_CACHE_LUA, str(lua)))
+    with LocalStack(
+        tmp_path, pki, envoy_binary=envoy, envoy_template=template, ocsp_override=responder.url,
+        authz_args=["--verdict-cache-ttl", "4"],
+    ) as stack:  # fmt: skip
+        a, b, c = (pki.client(f"vc-expiry-{name}") for name in "abc")
+        started = time.monotonic()
+        assert stack.curl(a, "/a").status == 200
+        time.sleep(2.5)
+        assert stack.curl(b, "/b").status == 200
+        time.sleep(max(0.0, started + 5.2 - time.monotonic()))  # A expired (4 s), B not
+        assert stack.curl(a, "/a-again").status == 200  # asked again, stored again
+        assert stack.curl(c, "/c").status == 200
+        assert ext_authz_stats(stack)["ok"] == 4
+        assert stack.curl(a, "/a-kept").status == 200
+        assert ext_authz_stats(stack)["ok"] == 4  # A was still cached

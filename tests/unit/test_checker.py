@@ -26,12 +26,19 @@ class FakeFetcher:
     def __init__(self, answer: bytes | OcspError) -> None:
         self.answer = answer
         self.calls: list[str] = []
+        self.unusable_from: list[str] = []
 
     async def fetch(self, url: str, request_der: bytes) -> bytes:
         self.calls.append(url)
         if isinstance(self.answer, OcspError):
             raise self.answer
         return self.answer
+
+    async def get(self, url: str, max_bytes: int) -> bytes:
+        return await self.fetch(url, b"")
+
+    def unusable(self, url: str) -> None:
+        self.unusable_from.append(url)
 
 
 def checker(fetcher: FakeFetcher, **config: object) -> OcspChecker:
@@ -142,6 +149,6 @@ async def test_aia_responder_outside_the_allow_list_is_never_asked(pki: LabPki) 
 def test_configured_responders_are_always_permitted(pki: LabPki) -> None:
     overrides = {name_key(parse_dn(LabPki.ISSUING_DN)): "http://10.9.9.9/ocsp"}
     check = checker(FakeFetcher(b""), overrides=overrides, allowed_hosts=("ocsp.lab.example",))
-    assert check.permitted("http://10.9.9.9/ocsp")
-    assert check.permitted("http://ocsp.lab.example/x")
-    assert not check.permitted("http://other.example/x")
+    assert check.urls.permitted("http://10.9.9.9/ocsp")
+    assert check.urls.permitted("http://ocsp.lab.example/x")
+    assert not check.urls.permitted("http://other.example/x")

@@ -41,8 +41,15 @@ def test_different_values_differ() -> None:
     assert key("CN=Lab Issuing CA 2,O=Lab") != key("CN=Lab Issuing CA,O=Lab")
 
 
-def test_unicode_values_are_nfkc_normalised() -> None:
-    assert normalise_value("ＬＡＢ") == normalise_value("lab")  # fullwidth letters
+def test_compatibility_forms_are_not_folded_into_ascii() -> None:
+    """A full-width `ＴENANT` or a ligature is not the ASCII name an operator allowed."""
+    assert key("CN=ＴENANT,O=Lab") != key("CN=TENANT,O=Lab")
+    assert normalise_value("ＬＡＢ") != normalise_value("lab")
+    assert normalise_value("ﬁnance") != normalise_value("finance")
+
+
+def test_unicode_values_are_compared_composed_and_case_insensitive() -> None:
+    assert normalise_value("Soci\u0065\u0301t\u00e9") == normalise_value("SOCIÉTÉ")
 
 
 def test_multi_valued_rdn_is_a_set() -> None:

@@ -352,3 +352,20 @@ def test_real_world_delegated_signatures_verify(name: str) -> None:
     (signer,) = response.certificates
     assert find_signer(response, signer) == signer
     check_signature(response, signer)
+
+
+def test_max_response_age_bounds_an_old_answer_with_a_far_next_update(
+    leaf: Identity, query: OcspQuery, pki: LabPki
+) -> None:
+    """Off by default (like `openssl ocsp -status_age`): a replayed old "good" is accepted until
+    its nextUpdate unless the operator bounds thisUpdate's age."""
+    old = build_response(
+        (leaf.cert, pki.issuing.cert), pki.issuing,
+        this_update=NOW - dt.timedelta(days=2), next_update=NOW + dt.timedelta(days=5),
+    )  # fmt: skip
+    assert verify_response(old, query, pki.issuing.cert, NOW).status is CertStatus.GOOD
+    with pytest.raises(OcspError) as refused:
+        verify_response(old, query, pki.issuing.cert, NOW, max_response_age=86400)
+    assert refused.value.failure is OcspFailure.STALE
+    fresh = verify_response(old, query, pki.issuing.cert, NOW, max_response_age=3 * 86400)
+    assert fresh.status is CertStatus.GOOD

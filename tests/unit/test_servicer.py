@@ -155,3 +155,71 @@ async def test_audit_mode_lets_a_refusal_through_and_counts_it(pki: LabPki) -> N
         value("mtls_authz_decisions_total", {"decision": "deny", "reason": "issuer_not_allowed"})
         == 0
     )
+
+
+async def test_audit_allow_without_a_certificate_removes_the_client_sent_certificate_header() -> (
+    None
+):
+    """The allow carries no certificate, so the client's own X-Client-Cert must not survive."""
+    runtime = Runtime(
+        Authorizer(
+            State(TrustBundle.from_certificates([]), IssuerPolicy.from_dns([LabPki.ISSUING_DN])),
+            None,
+            RevocationMode.OFF,
+        ),
+        ResponseBuilder("X-Client-Cert", CertHeaderFormat.BASE64_DER, 400),
+        audit=True,
+    )
+    servicer = AuthorizationServicer(lambda: runtime)
+    for certificate in ("", "not%20a%20certificate"):
+        response = await servicer.Check(request(certificate), None)
+        assert response.HasField("ok_response")
+        removed = list(response.ok_response.headers_to_remove)
+        assert removed[0] == "x-client-cert"  # the certificate header first
+        assert "x-mtls-authz-revocation" in removed
+
+
+async def test_nothing_after_the_decision_escapes_check(
+    pki: LabPki, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An error while logging or building the response is a 500 deny, never a gRPC error
+    (which `failure_mode_allow: true` would turn into an allow)."""
+    trust = TrustBundle.from_certificates([pki.root.cert, pki.issuing.cert])
+    metrics = Metrics(CollectorRegistry())
+    servicer = AuthorizationServicer(lambda: runtime(trust), metrics)
+
+    def broken(*args: object) -> None:
+        raise RuntimeError("response building failed")
+
+    monkeypatch.setattr(ResponseBuilder, "build", broken)
+    with caplog.at_level(logging.ERROR, logger="authz.check"):
+        response = await servicer.Check(request(envoy_field(pki.client("after").cert)), None)
+    assert response.denied_response.status.code == 500
+    assert json.loads(response.denied_response.body)["error"] == "internal_error"
+    assert any("response building failed" in (r.exc_text or "") for r in caplog.records)
+    value = metrics.registry.get_sample_value
+    assert value("mtls_authz_decisions_total", {"decision": "deny", "reason": "internal_error"})
+
+
+def with_route_policy(req: external_auth_pb2.CheckRequest, policy: str) -> None:
+    route = req.attributes.route_metadata_context.filter_metadata["envoy.filters.http.lua"]
+    route.update({"policy": policy})
+
+
+async def test_a_verdict_cache_policy_other_than_the_context_extension_is_refused(
+    pki: LabPki,
+) -> None:
+    trust = TrustBundle.from_certificates([pki.root.cert, pki.issuing.cert])
+    servicer = AuthorizationServicer(lambda: runtime(trust))
+    client = envoy_field(pki.client("mismatch").cert)
+    agreed = request(client)
+    with_route_policy(agreed, "default")  # no context extension: the default policy
+    assert (await servicer.Check(agreed, None)).HasField("ok_response")
+    for cached_as, extension in (("default", "admin"), ("admin", "")):
+        req = request(client)
+        with_route_policy(req, cached_as)
+        if extension:
+            req.attributes.context_extensions["policy"] = extension
+        denied = (await servicer.Check(req, None)).denied_response
+        assert denied.status.code == 500
+        assert json.loads(denied.body)["error"] == "policy_mismatch"

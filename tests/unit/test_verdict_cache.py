@@ -57,13 +57,16 @@ def test_lasting_refusals_are_cached_and_a_zero_limit_turns_it_off() -> None:
 
 
 def test_metadata_describes_the_response(leaf: object) -> None:
-    allow = with_verdict_metadata(BUILDER.allow(leaf, (("x-mtls-authz-revocation", "good"),)), 30)  # type: ignore[arg-type]
+    allow = with_verdict_metadata(
+        BUILDER.allow(leaf, (("x-mtls-authz-revocation", "good"),)), 30, "admin"
+    )  # type: ignore[arg-type]
     metadata = allow.dynamic_metadata
     assert metadata["decision"] == "allow" and metadata["ttl"] == 30
+    assert metadata["policy"] == "admin"  # the Lua stores it only under this policy's key
     assert metadata["set"]["x-mtls-authz-revocation"] == "good"
     assert "x-client-cert" in metadata["set"]
     deny = with_verdict_metadata(
-        BUILDER.deny(Reason.CERTIFICATE_REVOKED, "revoked"), 30
+        BUILDER.deny(Reason.CERTIFICATE_REVOKED, "revoked"), 30, "default"
     ).dynamic_metadata
     assert (deny["decision"], deny["status"], deny["reason"]) == (
         "deny",
