@@ -17,7 +17,7 @@ from pathlib import Path
 import aiohttp
 from cryptography import x509
 
-from authz.names import display, name_key
+from authz.names import display, issuer_text, name_key
 from authz.revocation.checker import aia_ocsp_urls
 from authz.revocation.fetch import HttpFetcher
 from authz.revocation.ocsp_verify import (
@@ -65,6 +65,7 @@ def find_issuer(
 ) -> x509.Certificate:
     if args.issuer is not None:
         issuer = read_certificates(args.issuer)[0]
+        check_issuer_name(leaf)
         if name_key(issuer.subject) != name_key(leaf.issuer):
             raise CheckError(
                 f"{args.issuer}: its subject {display(issuer.subject)} is not the certificate's "
@@ -74,6 +75,7 @@ def find_issuer(
             raise CheckError(f"{args.issuer}: its key does not verify the certificate's signature")
         return issuer
     if args.trust_bundle is not None:
+        check_issuer_name(leaf)
         try:
             found = TrustBundle.load(args.trust_bundle).find_issuer(leaf, rest)
         except TrustBundleError as e:
@@ -85,6 +87,15 @@ def find_issuer(
         if issued(leaf, candidate):
             return candidate
     raise CheckError("no issuer: give --issuer or --trust-bundle, or put the chain in the file")
+
+
+def check_issuer_name(leaf: x509.Certificate) -> None:
+    try:
+        leaf.issuer  # noqa: B018 - decoding is the check
+    except ValueError:
+        raise CheckError(
+            f"the certificate's issuer name {issuer_text(leaf)} cannot be decoded"
+        ) from None
 
 
 def read_response(path: Path) -> bytes:
@@ -126,6 +137,9 @@ def run_check(args: CheckArgs) -> int:
         status, source = determine(args)
     except (CheckError, OcspError, OSError) as e:
         print(f"{name}: could not determine: {e}")
+        return EXIT_UNDETERMINED
+    except ValueError as e:  # cryptography refusing a field of the certificate or the answer
+        print(f"{name}: could not determine: a field cannot be decoded ({e})")
         return EXIT_UNDETERMINED
     print(f"{name}: {status.status.value}")
     print(f"\tThis Update: {status.this_update.isoformat()}")

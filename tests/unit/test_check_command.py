@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -101,3 +102,25 @@ def test_url_flag_overrides_aia(
     cert = write(tmp_path, "c.pem", pki.client("url", ocsp_url="http://127.0.0.1:9/").chain_pem)
     code, out = run([cert, "--url", responder.url], capsys)
     assert code == 0 and f"Responder: {responder.url}" in out
+
+
+def test_an_issuer_name_that_cannot_be_decoded_is_said_not_raised(
+    pki: LabPki, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A self-signed certificate whose names are Latin-1 bytes in a TeletexString (openssl CLI)."""
+    (tmp_path / "req.cnf").write_text(
+        "[req]\ndistinguished_name = dn\nstring_mask = default\nprompt = no\n[dn]\n"
+    )
+    key = write(tmp_path, "k.pem", pki.client("unused").key_pem)
+    subprocess.run(
+        ["openssl", "req", "-x509", "-new", "-utf8", "-config", str(tmp_path / "req.cnf"),
+         "-key", key, "-subj", "/CN=Société", "-days", "1", "-out", str(tmp_path / "t61.pem")],
+        check=True, capture_output=True, timeout=30,
+    )  # fmt: skip
+    cert = str(tmp_path / "t61.pem")
+    for argv in (
+        ["--issuer", cert],
+        ["--trust-bundle", write(tmp_path, "b.pem", pki.root.cert_pem)],
+    ):
+        code, out = run([cert, *argv], capsys)
+        assert code == 3 and "cannot be decoded" in out and "536f6369e974e9" in out
