@@ -17,17 +17,17 @@ from pathlib import Path
 import aiohttp
 from cryptography import x509
 
-from authz.names import display, issuer_text, name_key
-from authz.revocation.checker import aia_ocsp_urls
+from authz.core.names import display, issuer_text, name_key
+from authz.core.trust import TrustBundle, TrustBundleError, issued
 from authz.revocation.fetch import HttpFetcher
-from authz.revocation.ocsp_verify import (
+from authz.revocation.ocsp import (
     CertStatus,
     OcspError,
     OcspStatus,
     build_query,
     verify_response,
 )
-from authz.trust import TrustBundle, TrustBundleError, issued
+from authz.revocation.ocsp_source import aia_ocsp_urls
 
 EXIT_CODES = {CertStatus.GOOD: 0, CertStatus.REVOKED: 1, CertStatus.UNKNOWN: 2}
 EXIT_UNDETERMINED = 3

@@ -12,9 +12,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from authz import __version__, logs
-from authz.settings import OPTIONS, ConfigError, Settings, load_settings
-from authz.trust import TrustBundleError
+from authz import __version__
+from authz.core.trust import TrustBundleError
+from authz.service import logs
+from authz.service.settings import OPTIONS, ConfigError, Settings, load_settings
 
 log = logging.getLogger("authz")
 
@@ -129,7 +130,7 @@ def _load(config: Path | None, flags: dict[str, Any]) -> Settings:
 
 
 def _serve(args: argparse.Namespace, argv: list[str]) -> int:
-    from authz.server.app import Sources, serve
+    from authz.service.app import Sources, serve
 
     flags = {option.key: getattr(args, option.key) for option in OPTIONS}
     sources = Sources(args.config, dict(os.environ), flags)
@@ -140,8 +141,8 @@ def _serve(args: argparse.Namespace, argv: list[str]) -> int:
         return EXIT_CONFIG_ERROR
     logs.configure(settings.log_level, settings.log_format)
     if settings.workers > 1:
-        from authz.server.app import load_state
-        from authz.server.workers import Supervisor
+        from authz.service.app import load_state
+        from authz.service.workers import Supervisor
 
         try:
             load_state(settings)  # refuse a bad bundle here, not in a loop of worker restarts
@@ -160,7 +161,7 @@ def _serve(args: argparse.Namespace, argv: list[str]) -> int:
 
 
 def _validate_config(path: Path) -> int:
-    from authz.server.app import load_state, ocsp_config
+    from authz.service.app import load_state, ocsp_config
 
     try:
         settings = _load(path, {})

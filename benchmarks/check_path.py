@@ -21,19 +21,19 @@ from typing import Any
 from envoy.service.auth.v3 import external_auth_pb2
 from prometheus_client import CollectorRegistry
 
-from authz.authorize import Authorizer, RevocationMode
-from authz.decide import State
-from authz.demo.ocsp_responder import build_response
+from authz.core.authorizer import Authorizer, RevocationMode
+from authz.core.decision import State
+from authz.core.issuers import IssuerPolicy
+from authz.core.trust import TrustBundle
 from authz.demo.pki import LabPki
-from authz.envoy_response import CertHeaderFormat, ResponseBuilder
-from authz.metrics import Metrics
-from authz.policy import IssuerPolicy
 from authz.revocation.cache import SingleFlightCache
-from authz.revocation.checker import OcspChecker, OcspConfig
-from authz.server.servicer import AuthorizationServicer, Runtime
-from authz.trust import TrustBundle
+from authz.revocation.ocsp_source import OcspChecker, OcspConfig
+from authz.service.metrics import Metrics
+from authz.transports.envoy_response import CertHeaderFormat, ResponseBuilder
+from authz.transports.grpc_check import AuthorizationServicer, Runtime
 from benchmarks.floor_server import RESPONSE as FLOOR_RESPONSE
 from benchmarks.requests import check_request
+from tests.ocsp_responder import build_response
 
 
 class FixedFetcher:

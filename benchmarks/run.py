@@ -32,12 +32,12 @@ import yaml
 from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 
 from authz.demo import envoy_config
-from authz.demo.ocsp_responder import OcspResponder
 from authz.demo.pki import LabPki, make_ocsp_signer, pem_bundle, reissue
 from authz.demo.processes import Process, free_port, http_ok, tcp_open
 from authz.revocation.fetch import get_url
-from authz.revocation.ocsp_verify import build_query
+from authz.revocation.ocsp import build_query
 from benchmarks.requests import check_request
+from tests.ocsp_responder import OcspResponder
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -241,7 +241,7 @@ def bench_cold(
     signer_cert, signer_key = signer.write(workdir, "signer")
     port = free_port()
     argv = [
-        *LOAD_CPU, sys.executable, "-m", "authz.demo.ocsp_responder", "--port", str(port),
+        *LOAD_CPU, sys.executable, "-m", "tests.ocsp_responder", "--port", str(port),
         "--issuer", str(workdir / "issuing.pem"), "--signer", str(signer_cert),
         "--signer-key", str(signer_key), "--delay", str(delay),
     ]  # fmt: skip

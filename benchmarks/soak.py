@@ -23,10 +23,10 @@ from pathlib import Path
 import grpc
 from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 
-from authz.demo.ocsp_responder import Mode, OcspResponder
 from authz.demo.pki import LabPki, make_ocsp_signer
 from authz.demo.stack import LocalStack
-from authz.revocation.ocsp_verify import CertStatus
+from authz.revocation.ocsp import CertStatus
+from tests.ocsp_responder import Mode, OcspResponder
 from tests.traffic import Client, run_traffic
 
 RESULTS = Path(__file__).resolve().parent / "results"

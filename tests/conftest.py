@@ -4,8 +4,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from authz.demo.ocsp_responder import OcspResponder
 from authz.demo.pki import LabPki, make_ocsp_signer
+from tests.ocsp_responder import OcspResponder
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from authz.names import parse_dn
+from authz.core.names import parse_dn
 
 PrivateKey = ec.EllipticCurvePrivateKey
 

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from cryptography import x509
 from cryptography.x509.oid import CRLEntryExtensionOID, ExtensionOID
 
-from authz.names import name_key
-from authz.revocation.ocsp_verify import (
+from authz.core.names import name_key
+from authz.revocation.ocsp import (
     CertStatus,
     OcspError,
     OcspFailure,

@@ -16,7 +16,7 @@ from urllib.parse import quote, urlsplit
 
 import aiohttp
 
-from authz.revocation.ocsp_verify import OcspError, OcspFailure
+from authz.revocation.ocsp import OcspError, OcspFailure
 
 # Real responses are 1–3 KB (with a delegated signer certificate); 64 KiB is generous.
 MAX_RESPONSE_BYTES = 64 * 1024

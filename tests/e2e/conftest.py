@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from authz.demo import envoy_config
-from authz.demo.ocsp_responder import OcspResponder
 from authz.demo.pki import LabPki, pem_bundle
 from authz.demo.stack import LocalStack, default_envoy
+from tests.ocsp_responder import OcspResponder
 
 
 def envoy_binaries() -> list[str]:

@@ -10,10 +10,10 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from authz.demo.ocsp_responder import OcspResponder
 from authz.demo.pki import LabPki
 from authz.demo.stack import LocalStack
 from tests.e2e.conftest import newest_envoy
+from tests.ocsp_responder import OcspResponder
 
 
 def to_der(fmt: str, value: str) -> bytes:

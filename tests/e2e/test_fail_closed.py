@@ -9,10 +9,10 @@ from collections.abc import Iterator
 import pytest
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from authz.demo.ocsp_responder import OcspResponder
 from authz.demo.pki import LabPki
 from authz.demo.stack import REPO_ENVOY_DIR, LocalStack
 from tests.e2e.conftest import backend_saw
+from tests.ocsp_responder import OcspResponder
 from tests.support import edited_template, http_filter, teletex_client
 
 

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from authz.demo.ocsp_responder import Mode, OcspResponder
 from authz.demo.pki import Identity, LabPki
 from authz.demo.stack import LocalStack
 from tests.e2e.conftest import newest_envoy
+from tests.ocsp_responder import Mode, OcspResponder
 from tests.traffic import Client, Result, run_traffic
 
 

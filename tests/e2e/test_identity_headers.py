@@ -9,10 +9,10 @@ from pathlib import Path
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from authz.demo.ocsp_responder import OcspResponder
+from authz.core.identity import IDENTITY_NAMES
 from authz.demo.pki import LabPki
 from authz.demo.stack import LocalStack
-from authz.identity import IDENTITY_NAMES
+from tests.ocsp_responder import OcspResponder
 from tests.unit.test_identity import hostile_client
 
 

@@ -21,11 +21,11 @@ import pytest
 import yaml
 
 from authz.demo import envoy_config
-from authz.demo.ocsp_responder import OcspResponder
 from authz.demo.pki import Identity, LabPki, pem_bundle
 from authz.demo.processes import Process, free_port, http_ok, tcp_open
 from authz.demo.stack import HttpResult, curl
 from tests.e2e.conftest import ENVOYS, envoy_validate, newest_envoy
+from tests.ocsp_responder import OcspResponder
 
 REPO = Path(__file__).resolve().parents[2]
 K8S = REPO / "deploy" / "k8s"

@@ -14,9 +14,9 @@ import grpc
 import pytest
 from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 
-from authz.demo.ocsp_responder import Mode, OcspResponder
 from authz.demo.pki import LabPki, pem_bundle
 from authz.demo.processes import Process, free_port, tcp_open
+from tests.ocsp_responder import Mode, OcspResponder
 from tests.support import envoy_field
 
 OCSP_TIMEOUT = 1.0

@@ -24,10 +24,10 @@ from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
-from authz.demo.ocsp_responder import Mode, OcspResponder
 from authz.demo.openssl_ocsp import OpensslCa, OpensslResponder
 from authz.demo.pki import Identity, LabPki, pem_bundle
 from authz.demo.processes import Process, free_port, tcp_open
+from tests.ocsp_responder import Mode, OcspResponder
 from tests.support import envoy_field
 
 WAIT = 15.0

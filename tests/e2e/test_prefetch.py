@@ -6,10 +6,10 @@ import time
 import urllib.request
 from pathlib import Path
 
-from authz.demo.ocsp_responder import OcspResponder
 from authz.demo.pki import LabPki
 from authz.demo.processes import free_port
 from authz.demo.stack import LocalStack
+from tests.ocsp_responder import OcspResponder
 
 
 def test_prefetch_keeps_a_returning_client_warm(

@@ -10,10 +10,10 @@ import pytest
 import yaml
 from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 
-from authz.demo.ocsp_responder import OcspResponder
 from authz.demo.pki import LabPki, make_leaf
 from authz.demo.stack import REPO_ENVOY_DIR, LocalStack
 from tests.e2e.conftest import backend_saw
+from tests.ocsp_responder import OcspResponder
 from tests.support import envoy_field
 
 POLICIES = {

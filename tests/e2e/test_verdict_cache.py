@@ -12,10 +12,10 @@ import pytest
 import yaml
 
 from authz.demo import envoy_config
-from authz.demo.ocsp_responder import Mode, OcspResponder
 from authz.demo.openssl_ocsp import OpensslCa, OpensslResponder
 from authz.demo.pki import LabPki
 from authz.demo.stack import REPO_ENVOY_DIR, LocalStack
+from tests.ocsp_responder import Mode, OcspResponder
 from tests.support import edited_template, gateway_hcm
 
 CACHED = REPO_ENVOY_DIR / "envoy-cached.yaml"

@@ -15,10 +15,10 @@ import sys
 import atheris
 
 with atheris.instrument_imports(include=["authz"]):
-    from authz.decide import CheckInput, State, decide
+    from authz.core.decision import CheckInput, State, decide
+    from authz.core.issuers import IssuerPolicy
+    from authz.core.trust import TrustBundle
     from authz.demo.pki import LabPki
-    from authz.policy import IssuerPolicy
-    from authz.trust import TrustBundle
 
 PKI = LabPki.create()
 GOOD = PKI.client("fuzz-good")

@@ -4,12 +4,12 @@ import datetime as dt
 
 import pytest
 
-from authz.authorize import REVOCATION_HEADER, RevocationMode, apply_outcome, no_source
-from authz.decide import Decision
+from authz.core.authorizer import REVOCATION_HEADER, RevocationMode, apply_outcome, no_source
+from authz.core.decision import Decision
+from authz.core.reasons import Reason
 from authz.demo.pki import LabPki
-from authz.reasons import Reason
-from authz.revocation.checker import OcspOutcome
-from authz.revocation.ocsp_verify import CertStatus, OcspError, OcspFailure, OcspStatus
+from authz.revocation.ocsp import CertStatus, OcspError, OcspFailure, OcspStatus
+from authz.revocation.ocsp_source import OcspOutcome
 
 NOW = dt.datetime.now(dt.UTC)
 

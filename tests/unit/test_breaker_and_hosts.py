@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from authz.revocation.checker import host_allowed
 from authz.revocation.fetch import CircuitBreaker
+from authz.revocation.ocsp_source import host_allowed
 
 
 class Clock:

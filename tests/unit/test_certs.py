@@ -3,14 +3,14 @@ from __future__ import annotations
 import pytest
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from authz.certs import (
+from authz.core.certificate import (
     MAX_CERTIFICATE_FIELD_CHARS,
     chain_from_xfcc,
     decode_source_certificate,
     split_xfcc,
 )
+from authz.core.reasons import Denied, Reason
 from authz.demo.pki import LabPki
-from authz.reasons import Denied, Reason
 from tests.support import envoy_escape, envoy_field, xfcc_with_chain
 
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from authz.cli import main
-from authz.demo.ocsp_responder import OcspResponder, build_response
 from authz.demo.pki import Identity, LabPki, pem_bundle
-from authz.revocation.ocsp_verify import CertStatus
+from authz.revocation.ocsp import CertStatus
+from tests.ocsp_responder import OcspResponder, build_response
 
 
 def write(tmp_path: Path, name: str, data: bytes) -> str:

@@ -4,18 +4,18 @@ import datetime as dt
 
 import pytest
 
-from authz.demo.ocsp_responder import build_response
+from authz.core.names import name_key, parse_dn
 from authz.demo.pki import Identity, LabPki
-from authz.names import name_key, parse_dn
 from authz.revocation.cache import Lookup, SingleFlightCache
-from authz.revocation.checker import (
+from authz.revocation.ocsp import CertStatus, OcspError, OcspFailure
+from authz.revocation.ocsp_source import (
     CacheKey,
     OcspChecker,
     OcspConfig,
     OcspOutcome,
     aia_ocsp_urls,
 )
-from authz.revocation.ocsp_verify import CertStatus, OcspError, OcspFailure
+from tests.ocsp_responder import build_response
 
 NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
 

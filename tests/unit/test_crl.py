@@ -12,7 +12,7 @@ from cryptography.x509.oid import ObjectIdentifier
 
 from authz.demo.pki import Identity, LabPki
 from authz.revocation.crl import crl_urls, verify_crl
-from authz.revocation.ocsp_verify import CertStatus, OcspError, OcspFailure
+from authz.revocation.ocsp import CertStatus, OcspError, OcspFailure
 
 NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import yaml
 from prometheus_client import CollectorRegistry, generate_latest
 
-from authz.metrics import Metrics
+from authz.service.metrics import Metrics
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "mtls-authz.json"
 # Grafana's variables, replaced by what Prometheus would see.

@@ -4,11 +4,11 @@ import datetime as dt
 
 import pytest
 
-from authz.decide import CheckInput, State, VerifiedMemo, decide
+from authz.core.decision import CheckInput, State, VerifiedMemo, decide
+from authz.core.issuers import IssuerPolicy
+from authz.core.reasons import Reason
+from authz.core.trust import TrustBundle
 from authz.demo.pki import LabPki
-from authz.policy import IssuerPolicy
-from authz.reasons import Reason
-from authz.trust import TrustBundle
 from tests.support import envoy_field, xfcc_with_chain
 
 NOW = dt.datetime.now(dt.UTC)
@@ -104,7 +104,7 @@ def test_a_returning_client_is_not_verified_again(
     assert decide(check, state, NOW).allowed
     calls = []
     monkeypatch.setattr(
-        "authz.decide.verify", lambda *a: calls.append(a) or pytest.fail("verified again")
+        "authz.core.decision.verify", lambda *a: calls.append(a) or pytest.fail("verified again")
     )
     assert decide(check, state, NOW).allowed
     assert calls == []

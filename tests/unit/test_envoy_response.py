@@ -10,15 +10,15 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from envoy.config.core.v3 import base_pb2
 from google.rpc import code_pb2
 
-from authz.decide import Decision
+from authz.core.decision import Decision
+from authz.core.reasons import Reason
 from authz.demo.pki import LabPki
-from authz.envoy_response import (
+from authz.transports.envoy_response import (
     OWNED_HEADERS,
     REASON_HEADER,
     CertHeaderFormat,
     ResponseBuilder,
 )
-from authz.reasons import Reason
 
 
 def builder(

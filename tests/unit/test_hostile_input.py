@@ -4,10 +4,10 @@ import datetime as dt
 
 import pytest
 
-from authz.decide import CheckInput, State, decide
+from authz.core.decision import CheckInput, State, decide
+from authz.core.issuers import IssuerPolicy
+from authz.core.trust import TrustBundle
 from authz.demo.pki import LabPki
-from authz.policy import IssuerPolicy
-from authz.trust import TrustBundle
 from tests.hostile import Case, cases
 
 PKI = LabPki.create()

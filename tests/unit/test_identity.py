@@ -9,14 +9,14 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from authz.demo.pki import Identity, LabPki, new_key
-from authz.identity import (
+from authz.core.identity import (
     IDENTITY_NAMES,
     RFC9440_CERT,
     RFC9440_CHAIN,
     header_safe,
     identity_headers,
 )
+from authz.demo.pki import Identity, LabPki, new_key
 from tests.support import xfcc_with_chain
 
 HOSTILE_CN = 'evil\r\nX-Injected: yes\x00 "quoted", ünïcode %41'

@@ -5,10 +5,10 @@ import subprocess
 from prometheus_client import CollectorRegistry, generate_latest
 
 from authz import __version__
+from authz.core.reasons import Reason
+from authz.core.trust import TrustBundle
 from authz.demo.pki import LabPki
-from authz.metrics import MAX_RESPONDER_LABELS, OTHER_RESPONDER, Metrics
-from authz.reasons import Reason
-from authz.trust import TrustBundle
+from authz.service.metrics import MAX_RESPONDER_LABELS, OTHER_RESPONDER, Metrics
 
 
 def value(metrics: Metrics, name: str, **labels: str) -> float | None:

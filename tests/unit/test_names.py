@@ -4,7 +4,7 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from authz.names import name_key, normalise_value, parse_dn
+from authz.core.names import name_key, normalise_value, parse_dn
 
 
 def key(dn: str) -> object:

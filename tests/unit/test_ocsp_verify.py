@@ -12,9 +12,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import ObjectIdentifier
 
-from authz.demo.ocsp_responder import CertIdFields, build_response, unsuccessful
 from authz.demo.pki import Identity, LabPki, make_ca, make_leaf, make_ocsp_signer
-from authz.revocation.ocsp_verify import (
+from authz.revocation.ocsp import (
     CertStatus,
     OcspError,
     OcspFailure,
@@ -24,6 +23,7 @@ from authz.revocation.ocsp_verify import (
     find_signer,
     verify_response,
 )
+from tests.ocsp_responder import CertIdFields, build_response, unsuccessful
 
 NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
 SKEW = dt.timedelta(seconds=300)

@@ -11,13 +11,13 @@ from cryptography.x509.oid import NameOID
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from authz.certs import chain_from_xfcc, decode_source_certificate, split_xfcc
-from authz.decide import CheckInput, State, decide
+from authz.core.certificate import chain_from_xfcc, decode_source_certificate, split_xfcc
+from authz.core.decision import CheckInput, State, decide
+from authz.core.issuers import IssuerPolicy
+from authz.core.names import name_key, parse_dn
+from authz.core.reasons import Denied, Reason
+from authz.core.trust import TrustBundle
 from authz.demo.pki import LabPki
-from authz.names import name_key, parse_dn
-from authz.policy import IssuerPolicy
-from authz.reasons import Denied, Reason
-from authz.trust import TrustBundle
 
 PKI = LabPki.create()
 STATE = State(

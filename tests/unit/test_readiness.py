@@ -3,7 +3,7 @@ from __future__ import annotations
 from grpc_health.v1 import health_pb2
 from grpc_health.v1._async import HealthServicer
 
-from authz.server.readiness import HEALTH_SERVICES, Phase, Readiness
+from authz.service.readiness import HEALTH_SERVICES, Phase, Readiness
 
 
 async def health_status(health: HealthServicer, service: str) -> int:

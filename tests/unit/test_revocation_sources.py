@@ -4,17 +4,17 @@ or refresh an answer from a source the configuration no longer picks."""
 
 from __future__ import annotations
 
-from authz.authorize import Authorizer, RevocationMode
-from authz.decide import CheckInput, State
-from authz.demo.ocsp_responder import build_response
+from authz.core.authorizer import Authorizer, RevocationMode
+from authz.core.decision import CheckInput, State
+from authz.core.issuers import IssuerPolicy
+from authz.core.names import name_key, parse_dn
+from authz.core.trust import TrustBundle
 from authz.demo.pki import Identity, LabPki, make_ocsp_signer
-from authz.names import name_key, parse_dn
-from authz.policy import IssuerPolicy
 from authz.revocation.cache import Lookup, SingleFlightCache
-from authz.revocation.checker import CacheKey, OcspChecker, OcspConfig, OcspOutcome
-from authz.revocation.crl_checker import CrlChecker, CrlConfig, CrlKey, CrlLoad
-from authz.revocation.ocsp_verify import OcspFailure
-from authz.trust import TrustBundle
+from authz.revocation.crl_source import CrlChecker, CrlConfig, CrlKey, CrlLoad
+from authz.revocation.ocsp import OcspFailure
+from authz.revocation.ocsp_source import CacheKey, OcspChecker, OcspConfig, OcspOutcome
+from tests.ocsp_responder import build_response
 from tests.support import envoy_field
 from tests.unit.test_checker import NOW, FakeFetcher
 from tests.unit.test_crl import build_crl

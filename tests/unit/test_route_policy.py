@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
+from authz.core.policies import DEFAULT_POLICY, PolicySpec, parse_policies
 from authz.demo.pki import LabPki
-from authz.route_policy import DEFAULT_POLICY, PolicySpec, parse_policies
 from tests.unit.test_identity import hostile_client
 
 DEFAULTS = PolicySpec(allowed_issuers=(LabPki.ISSUING_DN,))

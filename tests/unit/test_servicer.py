@@ -10,14 +10,14 @@ import pytest
 from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 from prometheus_client import CollectorRegistry
 
-from authz.authorize import Authorizer, RevocationMode
-from authz.decide import State
+from authz.core.authorizer import Authorizer, RevocationMode
+from authz.core.decision import State
+from authz.core.issuers import IssuerPolicy
+from authz.core.trust import TrustBundle
 from authz.demo.pki import LabPki
-from authz.envoy_response import CertHeaderFormat, ResponseBuilder
-from authz.metrics import Metrics
-from authz.policy import IssuerPolicy
-from authz.server.servicer import AuthorizationServicer, Runtime, check_input
-from authz.trust import TrustBundle
+from authz.service.metrics import Metrics
+from authz.transports.envoy_response import CertHeaderFormat, ResponseBuilder
+from authz.transports.grpc_check import AuthorizationServicer, Runtime, check_input
 from tests.support import envoy_field, xfcc_with_chain
 
 

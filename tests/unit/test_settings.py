@@ -6,8 +6,8 @@ import pytest
 
 from authz.cli import main
 from authz.demo.pki import LabPki, pem_bundle
-from authz.envoy_response import CertHeaderFormat
-from authz.settings import ConfigError, load_settings, split_responder_override
+from authz.service.settings import ConfigError, load_settings, split_responder_override
+from authz.transports.envoy_response import CertHeaderFormat
 
 ISSUER = "CN=Lab Issuing CA,O=Lab"
 

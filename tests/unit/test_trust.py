@@ -6,8 +6,8 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
+from authz.core.trust import TrustBundle, TrustBundleError
 from authz.demo.pki import LabPki, make_ca, make_leaf, pem_bundle
-from authz.trust import TrustBundle, TrustBundleError
 
 
 def bundle(*identities: object) -> TrustBundle:

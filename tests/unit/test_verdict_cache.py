@@ -4,11 +4,11 @@ import datetime as dt
 
 import pytest
 
-from authz.decide import Decision
+from authz.core.decision import Decision
+from authz.core.reasons import Reason
+from authz.core.verdict import verdict_ttl, with_verdict_metadata
 from authz.demo.pki import LabPki
-from authz.envoy_response import CertHeaderFormat, ResponseBuilder
-from authz.reasons import Reason
-from authz.verdict_cache import verdict_ttl, with_verdict_metadata
+from authz.transports.envoy_response import CertHeaderFormat, ResponseBuilder
 
 NOW = dt.datetime.now(dt.UTC)
 BUILDER = ResponseBuilder("X-Client-Cert", CertHeaderFormat.BASE64_DER, 400, verdict_cache_ttl=30)

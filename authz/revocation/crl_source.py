@@ -15,18 +15,18 @@ from dataclasses import dataclass
 
 from cryptography import x509
 
-from authz.metrics import Metrics
-from authz.names import NameKey
+from authz.core.names import NameKey
 from authz.revocation.cache import Loaded, Lookup, SingleFlightCache
-from authz.revocation.checker import (
+from authz.revocation.crl import CrlIndex, crl_urls, verify_crl
+from authz.revocation.fetch import HttpFetcher
+from authz.revocation.ocsp import OcspError, OcspFailure
+from authz.revocation.ocsp_source import (
     OcspOutcome,
     SourceUrls,
     issuer_fingerprint,
     verification_failure,
 )
-from authz.revocation.crl import CrlIndex, crl_urls, verify_crl
-from authz.revocation.fetch import HttpFetcher
-from authz.revocation.ocsp_verify import OcspError, OcspFailure
+from authz.service.metrics import Metrics
 
 log = logging.getLogger("authz.crl")
 

@@ -13,9 +13,9 @@ from collections.abc import Callable
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from authz import __version__
-from authz.reasons import Reason
+from authz.core.reasons import Reason
+from authz.core.trust import TrustBundle
 from authz.revocation.fetch import responder_label
-from authz.trust import TrustBundle
 
 # Set by the --workers supervisor for its workers: metric values then live in shared files.
 MULTIPROCESS = "PROMETHEUS_MULTIPROC_DIR" in os.environ

@@ -14,7 +14,7 @@ from typing import Any
 
 from cryptography import x509
 
-from authz.names import parse_dn, subject_text
+from authz.core.names import parse_dn, subject_text
 
 DEFAULT_POLICY = "default"
 POLICY_KEY = "policy"

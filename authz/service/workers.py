@@ -21,8 +21,8 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry, multiprocess
 
-from authz.server import http
-from authz.settings import Settings
+from authz.service import ops_http as http
+from authz.service.settings import Settings
 
 log = logging.getLogger("authz.workers")
 

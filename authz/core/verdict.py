@@ -12,8 +12,8 @@ from datetime import datetime
 
 from envoy.service.auth.v3 import external_auth_pb2
 
-from authz.decide import Decision
-from authz.reasons import Reason
+from authz.core.decision import Decision
+from authz.core.reasons import Reason
 
 # Refusals that may not hold a moment later: never cached.
 TRANSIENT = frozenset(

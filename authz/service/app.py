@@ -26,15 +26,16 @@ from grpc_health.v1 import health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from prometheus_client import CollectorRegistry
 
-from authz import logs
-from authz.authorize import Authorizer, RevocationMode, RevocationSource
-from authz.decide import State
-from authz.envoy_response import ResponseBuilder
-from authz.metrics import MULTIPROCESS, Metrics
-from authz.names import NameKey, name_key, parse_dn
-from authz.policy import IssuerPolicy
+from authz.core.authorizer import Authorizer, RevocationMode, RevocationSource
+from authz.core.decision import State
+from authz.core.issuers import IssuerPolicy
+from authz.core.names import NameKey, name_key, parse_dn
+from authz.core.policies import DEFAULT_POLICY, PolicySpec
+from authz.core.trust import TrustBundle, TrustBundleError
 from authz.revocation.cache import SingleFlightCache
-from authz.revocation.checker import (
+from authz.revocation.crl_source import CrlChecker, CrlConfig, CrlKey, CrlLoad
+from authz.revocation.fetch import HttpFetcher
+from authz.revocation.ocsp_source import (
     CacheKey,
     OcspChecker,
     OcspConfig,
@@ -42,22 +43,21 @@ from authz.revocation.checker import (
     SourceUrls,
     issuer_fingerprint,
 )
-from authz.revocation.crl_checker import CrlChecker, CrlConfig, CrlKey, CrlLoad
-from authz.revocation.fetch import HttpFetcher
 from authz.revocation.prefetch import Prefetcher, Target
-from authz.route_policy import DEFAULT_POLICY, PolicySpec
-from authz.server import http, workers
-from authz.server.readiness import Readiness
-from authz.server.reload import FileWatcher
-from authz.server.servicer import AuthorizationServicer, Runtime
-from authz.settings import (
+from authz.service import logs, workers
+from authz.service import ops_http as http
+from authz.service.metrics import MULTIPROCESS, Metrics
+from authz.service.readiness import Readiness
+from authz.service.reload import FileWatcher
+from authz.service.settings import (
     ConfigError,
     Settings,
     load_settings,
     route_policies,
     split_responder_override,
 )
-from authz.trust import TrustBundle, TrustBundleError
+from authz.transports.envoy_response import ResponseBuilder
+from authz.transports.grpc_check import AuthorizationServicer, Runtime
 
 log = logging.getLogger("authz.server")
 

@@ -19,14 +19,14 @@ from typing import Any
 from cryptography.hazmat.primitives import hashes
 from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 
-from authz.authorize import Authorizer
-from authz.decide import CheckInput, Decision
-from authz.envoy_response import WOULD_DENY_HEADER, CertHeaderFormat, ResponseBuilder
-from authz.metrics import Metrics
-from authz.names import issuer_text, subject_text
-from authz.reasons import Reason
-from authz.route_policy import DEFAULT_POLICY, POLICY_KEY
-from authz.verdict_cache import verdict_ttl
+from authz.core.authorizer import Authorizer
+from authz.core.decision import CheckInput, Decision
+from authz.core.names import issuer_text, subject_text
+from authz.core.policies import DEFAULT_POLICY, POLICY_KEY
+from authz.core.reasons import Reason
+from authz.core.verdict import verdict_ttl
+from authz.service.metrics import Metrics
+from authz.transports.envoy_response import WOULD_DENY_HEADER, CertHeaderFormat, ResponseBuilder
 
 log = logging.getLogger("authz.check")
 

@@ -24,10 +24,10 @@ from envoy.type.v3 import http_status_pb2
 from google.protobuf import wrappers_pb2
 from google.rpc import code_pb2, status_pb2
 
-from authz.decide import Decision
-from authz.identity import IDENTITY_HEADERS, identity_headers
-from authz.reasons import FIXED_STATUS, Reason
-from authz.verdict_cache import with_verdict_metadata
+from authz.core.decision import Decision
+from authz.core.identity import IDENTITY_HEADERS, identity_headers
+from authz.core.reasons import FIXED_STATUS, Reason
+from authz.core.verdict import with_verdict_metadata
 
 REASON_HEADER = "x-mtls-authz-reason"
 WOULD_DENY_HEADER = "x-mtls-authz-would-deny"
@@ -93,9 +93,9 @@ class ResponseBuilder:
     retry_after: int = 5
     """Seconds a client is told to wait after `revocation_check_failed`."""
     identity: tuple[str, ...] = ()
-    """Identity headers to send upstream (see `authz.identity`)."""
+    """Identity headers to send upstream (see `authz.core.identity`)."""
     verdict_cache_ttl: float = 0.0
-    """Longest Envoy may replay a verdict (`authz.verdict_cache`); 0 sends no metadata."""
+    """Longest Envoy may replay a verdict (`authz.core.verdict`); 0 sends no metadata."""
     policy: str = "default"
     """The policy these responses decide for: told to the verdict cache with every verdict."""
 

@@ -15,10 +15,10 @@ from typing import Any
 
 import yaml
 
-from authz.envoy_response import VALID_DENY_STATUSES, CertHeaderFormat
-from authz.identity import IDENTITY_NAMES
-from authz.names import parse_dn
-from authz.route_policy import PolicySpec, parse_policies
+from authz.core.identity import IDENTITY_NAMES
+from authz.core.names import parse_dn
+from authz.core.policies import PolicySpec, parse_policies
+from authz.transports.envoy_response import VALID_DENY_STATUSES, CertHeaderFormat
 
 ENV_PREFIX = "MTLS_AUTHZ_"
 MAX_CONFIG_BYTES = 1024 * 1024

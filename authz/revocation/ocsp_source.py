@@ -1,7 +1,7 @@
 """Revocation status of a leaf: cache → fetch → verify → cache.
 
 Knows where to ask (the certificate's AIA, or a per-issuer override) and how long an answer may be
-kept; knows nothing of policy modes or responses to Envoy (see `authz.authorize`).
+kept; knows nothing of policy modes or responses to Envoy (see `authz.core.authorizer`).
 """
 
 from __future__ import annotations
@@ -18,11 +18,10 @@ from urllib.parse import urlsplit
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
-from authz.metrics import Metrics
-from authz.names import NameKey, name_key
+from authz.core.names import NameKey, name_key
 from authz.revocation.cache import Loaded, Lookup, SingleFlightCache
 from authz.revocation.fetch import Fetcher
-from authz.revocation.ocsp_verify import (
+from authz.revocation.ocsp import (
     CertId,
     CertStatus,
     OcspError,
@@ -33,6 +32,7 @@ from authz.revocation.ocsp_verify import (
     build_query_by_hash,
     verify_response,
 )
+from authz.service.metrics import Metrics
 
 log = logging.getLogger("authz.ocsp")
 

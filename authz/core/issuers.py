@@ -7,12 +7,12 @@ from dataclasses import dataclass
 
 from cryptography import x509
 
-from authz.names import NameKey, name_key, parse_dn
+from authz.core.names import NameKey, name_key, parse_dn
 
 
 @dataclass(frozen=True)
 class IssuerPolicy:
-    """An allow-list of issuer DNs, compared after normalisation (see `authz.names`)."""
+    """An allow-list of issuer DNs, compared after normalisation (see `authz.core.names`)."""
 
     allowed: frozenset[NameKey]
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 
-from authz.names import NameKey, display, name_key
+from authz.core.names import NameKey, display, name_key
 
 # Intermediates between the leaf's issuer and an anchor in the bundle. Real PKIs use 0–2.
 MAX_INTERMEDIATE_DEPTH = 4

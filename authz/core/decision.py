@@ -13,12 +13,12 @@ from datetime import datetime
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID
 
-from authz.certs import chain_from_xfcc, decode_source_certificate
-from authz.names import display, issuer_text, subject_text
-from authz.policy import IssuerPolicy
-from authz.reasons import Denied, Reason
-from authz.route_policy import PolicySpec
-from authz.trust import TrustBundle
+from authz.core.certificate import chain_from_xfcc, decode_source_certificate
+from authz.core.issuers import IssuerPolicy
+from authz.core.names import display, issuer_text, subject_text
+from authz.core.policies import PolicySpec
+from authz.core.reasons import Denied, Reason
+from authz.core.trust import TrustBundle
 
 
 @dataclass(frozen=True)

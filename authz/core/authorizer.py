@@ -13,11 +13,11 @@ from typing import Protocol
 
 from cryptography import x509
 
-from authz.decide import CheckInput, Decision, State, decide
-from authz.reasons import Reason
+from authz.core.decision import CheckInput, Decision, State, decide
+from authz.core.reasons import Reason
 from authz.revocation.cache import Lookup
-from authz.revocation.checker import OcspChecker, OcspOutcome
-from authz.revocation.ocsp_verify import CertStatus, OcspFailure
+from authz.revocation.ocsp import CertStatus, OcspFailure
+from authz.revocation.ocsp_source import OcspChecker, OcspOutcome
 
 REVOCATION_HEADER = "x-mtls-authz-revocation"
 

@@ -20,8 +20,8 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import ExtendedKeyUsageOID, OCSPExtensionOID
 
-from authz.names import name_key
-from authz.trust import issued
+from authz.core.names import name_key
+from authz.core.trust import issued
 
 NONCE_BYTES = 32
 # Extensions this verifier understands; any other marked critical makes the response unusable.

@@ -16,8 +16,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from authz.certs import chain_from_xfcc
-from authz.names import issuer_text, subject_text
+from authz.core.certificate import chain_from_xfcc
+from authz.core.names import issuer_text, subject_text
 
 _PRINTABLE = {chr(c) for c in range(0x20, 0x7F)} - {"%"}
 # In comma-separated lists the separator itself and spaces are encoded too.

@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509 import ocsp
 
 from authz.demo.pki import Identity
-from authz.revocation.ocsp_verify import HASHES, CertStatus
+from authz.revocation.ocsp import HASHES, CertStatus
 
 _OCSP_STATUS = {
     CertStatus.GOOD: ocsp.OCSPCertStatus.GOOD,

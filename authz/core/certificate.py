@@ -14,7 +14,7 @@ from urllib.parse import unquote
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
-from authz.reasons import Denied, Reason
+from authz.core.reasons import Denied, Reason
 
 # A leaf PEM is 1–3 KB; 64 KiB leaves room for RSA-16384 keys and long SAN lists while keeping a
 # hostile 1 MB field from costing a parse.

@@ -1,0 +1,1 @@
+"""The running service: settings, wiring, lifecycle, ops endpoints, reload, workers, metrics."""
