@@ -21,16 +21,19 @@ from typing import Any
 from envoy.service.auth.v3 import external_auth_pb2
 from prometheus_client import CollectorRegistry
 
-from authz.core.authorizer import Authorizer, RevocationMode
+from authz.core.authorizer import Authorizer
+from authz.core.check import Runtime
 from authz.core.decision import State
 from authz.core.issuers import IssuerPolicy
+from authz.core.modes import RevocationMode
 from authz.core.trust import TrustBundle
+from authz.core.verdict import CertHeaderFormat, VerdictRules
 from authz.demo.pki import LabPki
 from authz.revocation.cache import SingleFlightCache
 from authz.revocation.ocsp_source import OcspChecker, OcspConfig
+from authz.service.checks import CheckService
 from authz.service.metrics import Metrics
-from authz.transports.envoy_response import CertHeaderFormat, ResponseBuilder
-from authz.transports.grpc_check import AuthorizationServicer, Runtime
+from authz.transports.grpc_check import AuthorizationServicer
 from benchmarks.floor_server import RESPONSE as FLOOR_RESPONSE
 from benchmarks.requests import check_request
 from tests.ocsp_responder import build_response
@@ -65,11 +68,11 @@ def make_servicer(
     )
     runtime = Runtime(
         Authorizer(state, checker, RevocationMode.REQUIRE),
-        ResponseBuilder(
+        VerdictRules(
             "X-Client-Cert", CertHeaderFormat.BASE64_DER, 400, verdict_cache_ttl=verdict_ttl
         ),
     )
-    return AuthorizationServicer(lambda: runtime, metrics)
+    return AuthorizationServicer(CheckService(lambda: runtime, metrics))
 
 
 async def run(servicer: Any, request: external_auth_pb2.CheckRequest, calls: int) -> float:

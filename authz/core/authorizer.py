@@ -8,26 +8,18 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from datetime import datetime
-from enum import StrEnum
 from typing import Protocol
 
 from cryptography import x509
 
-from authz.core.decision import CheckInput, Decision, State, decide
+from authz.core.decision import Decision, State, decide
+from authz.core.modes import RevocationMode
 from authz.core.reasons import Reason
+from authz.core.request import CheckInput
+from authz.core.verdict import REVOCATION_HEADER
 from authz.revocation.cache import Lookup
 from authz.revocation.ocsp import CertStatus, OcspFailure
 from authz.revocation.ocsp_source import OcspChecker, OcspOutcome
-
-REVOCATION_HEADER = "x-mtls-authz-revocation"
-
-
-class RevocationMode(StrEnum):
-    REQUIRE = "require"
-    """No verified answer, no entry (503 when the responder fails)."""
-    SOFT_FAIL = "soft-fail"
-    """Revoked and unknown are refused; a failed check lets the client in, marked unchecked."""
-    OFF = "off"
 
 
 class RevocationSource(Protocol):

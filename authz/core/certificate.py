@@ -9,10 +9,12 @@ the chain forwarded in identity headers).
 
 from __future__ import annotations
 
+import base64
 from urllib.parse import unquote
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from authz.core.reasons import Denied, Reason
 
@@ -127,3 +129,27 @@ def _pairs_to_dict(pairs: list[str]) -> dict[str, str]:
         if sep:
             result.setdefault(key.strip().lower(), value)
     return result
+
+
+def der_base64(cert: x509.Certificate) -> str:
+    """Standard base64 of the DER, one line."""
+    return base64.b64encode(cert.public_bytes(Encoding.DER)).decode("ascii")
+
+
+def byte_sequence(cert: x509.Certificate) -> str:
+    """An RFC 8941 byte sequence of the DER, as RFC 9440 Client-Cert uses."""
+    return f":{der_base64(cert)}:"
+
+
+def sans_of_type(leaf: x509.Certificate, kind: type[x509.GeneralName]) -> list[str]:
+    """The certificate's SANs of one kind (DNS names, URIs), as text."""
+    try:
+        names = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return []
+    return [str(v) for v in names.get_values_for_type(kind)]  # type: ignore[arg-type]
+
+
+def dns_and_uri_sans(leaf: x509.Certificate) -> tuple[str, ...]:
+    """DNS then URI SANs: what route requirements match against."""
+    return (*sans_of_type(leaf, x509.DNSName), *sans_of_type(leaf, x509.UniformResourceIdentifier))

@@ -18,17 +18,8 @@ from authz.core.issuers import IssuerPolicy
 from authz.core.names import display, issuer_text, subject_text
 from authz.core.policies import PolicySpec
 from authz.core.reasons import Denied, Reason
+from authz.core.request import CheckInput
 from authz.core.trust import TrustBundle
-
-
-@dataclass(frozen=True)
-class CheckInput:
-    """The parts of Envoy's CheckRequest that the decision reads."""
-
-    certificate: str
-    """`attributes.source.certificate`: URL-encoded PEM, empty when the client sent none."""
-    xfcc: str = ""
-    """The `x-forwarded-client-cert` header Envoy set, if any."""
 
 
 @dataclass(frozen=True)

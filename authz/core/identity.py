@@ -7,16 +7,14 @@ rules out header injection (CR, LF, NUL) and keeps UTF-8 names readable after de
 
 from __future__ import annotations
 
-import base64
 import functools
 from collections.abc import Callable, Sequence
 from datetime import datetime
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.serialization import Encoding
 
-from authz.core.certificate import chain_from_xfcc
+from authz.core.certificate import byte_sequence, chain_from_xfcc, sans_of_type
 from authz.core.names import issuer_text, subject_text
 
 _PRINTABLE = {chr(c) for c in range(0x20, 0x7F)} - {"%"}
@@ -33,32 +31,19 @@ def _rfc3339(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _sans(leaf: x509.Certificate, kind: type[x509.GeneralName]) -> list[str]:
-    try:
-        names = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except x509.ExtensionNotFound:
-        return []
-    return [str(v) for v in names.get_values_for_type(kind)]  # type: ignore[arg-type]
-
-
 def _sans_list(leaf: x509.Certificate, kind: type[x509.GeneralName]) -> str:
-    return ",".join(header_safe(v, _LIST_ITEM_SAFE) for v in _sans(leaf, kind))
+    return ",".join(header_safe(v, _LIST_ITEM_SAFE) for v in sans_of_type(leaf, kind))
 
 
 def _spiffe_id(leaf: x509.Certificate) -> str:
     return next(
         (
             header_safe(u)
-            for u in _sans(leaf, x509.UniformResourceIdentifier)
+            for u in sans_of_type(leaf, x509.UniformResourceIdentifier)
             if u.startswith("spiffe://")
         ),
         "",
     )
-
-
-def byte_sequence(cert: x509.Certificate) -> str:
-    """An RFC 8941 byte sequence of the DER, as RFC 9440 Client-Cert uses."""
-    return ":" + base64.b64encode(cert.public_bytes(Encoding.DER)).decode("ascii") + ":"
 
 
 # Per-certificate headers: name → value function (empty values are not sent).

@@ -14,6 +14,8 @@ from typing import Any
 
 from cryptography import x509
 
+from authz.core.certificate import dns_and_uri_sans
+from authz.core.modes import deny_status_problem
 from authz.core.names import parse_dn, subject_text
 
 DEFAULT_POLICY = "default"
@@ -65,19 +67,8 @@ class PolicySpec:
         if not self.require:
             return True
         subject = subject_text(leaf)  # an undecodable subject shows as #hex and meets no prefix
-        sans = certificate_sans(leaf)
+        sans = dns_and_uri_sans(leaf)
         return any(r.matches(subject, sans) for r in self.require)
-
-
-def certificate_sans(leaf: x509.Certificate) -> tuple[str, ...]:
-    """DNS and URI SANs, as text."""
-    try:
-        names = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except x509.ExtensionNotFound:
-        return ()
-    dns = names.get_values_for_type(x509.DNSName)
-    uris = names.get_values_for_type(x509.UniformResourceIdentifier)
-    return (*dns, *uris)
 
 
 def parse_requirement(item: Any) -> Requirement:
@@ -123,8 +114,9 @@ def parse_policy(name: str, raw: Any, defaults: PolicySpec) -> PolicySpec:
         raise ValueError(f"policy {name!r}: ocsp must be one of {', '.join(REVOCATION_MODES)}")
     if mode not in MODES:
         raise ValueError(f"policy {name!r}: mode must be one of {', '.join(MODES)}")
-    if not isinstance(status, int) or isinstance(status, bool) or not 400 <= status <= 599:
-        raise ValueError(f"policy {name!r}: deny_status must be an HTTP status from 400 to 599")
+    problem = deny_status_problem(status)
+    if problem:
+        raise ValueError(f"policy {name!r}: deny_status {problem}")
     try:
         parsed = tuple(parse_requirement(r) for r in requirements)
     except ValueError as e:

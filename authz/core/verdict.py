@@ -1,21 +1,43 @@
-"""Verdicts Envoy may cache: how long, and what to replay. Pure.
+"""Decision → Verdict: what a transport must do, as plain data. Pure.
 
-Every CheckResponse carries `dynamic_metadata` (namespace `envoy.filters.http.ext_authz`) that
-the Lua filter in `envoy/verdict-cache.lua` stores per client certificate and route policy, so a
-returning client is answered inside Envoy. The TTL is at most `verdict_cache_ttl`, never past
-the revocation answer or the certificate, and 0 (do not cache) for anything transient.
+An allow sets the certificate header (and the identity and revocation headers) upstream and
+removes every other header the service owns, so the backend can trust what it sees; a refusal
+has a status, a JSON body and the reason header. A verdict may carry how long Envoy's verdict
+cache may replay it (`ttl`: at most `verdict_cache_ttl`, never past the revocation answer or the
+certificate, 0 for anything transient) and the policy it was decided under. Transports only
+render it (the gRPC CheckResponse, or an HTTP response).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import json
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
+from typing import Any
+from urllib.parse import quote
 
-from envoy.service.auth.v3 import external_auth_pb2
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 
+from authz.core.certificate import byte_sequence, der_base64
 from authz.core.decision import Decision
-from authz.core.reasons import Reason
+from authz.core.identity import IDENTITY_HEADERS, identity_headers
+from authz.core.policies import DEFAULT_POLICY
+from authz.core.reasons import FIXED_STATUS, Reason
 
-# Refusals that may not hold a moment later: never cached.
+REASON_HEADER = "x-mtls-authz-reason"
+WOULD_DENY_HEADER = "x-mtls-authz-would-deny"
+REVOCATION_HEADER = "x-mtls-authz-revocation"
+# Headers this service owns upstream besides the certificate header: a client-sent copy of any of
+# them is removed on every allowed request.
+OWNED_HEADERS: tuple[str, ...] = (REVOCATION_HEADER, WOULD_DENY_HEADER, *IDENTITY_HEADERS)
+ALLOW_STATUS = 200
+
+# Refusals that may not hold a moment later: never replayed.
 TRANSIENT = frozenset(
     {
         Reason.REVOCATION_CHECK_FAILED,
@@ -25,6 +47,134 @@ TRANSIENT = frozenset(
         Reason.CERTIFICATE_NOT_YET_VALID,
     }
 )
+
+
+class CertHeaderFormat(StrEnum):
+    BASE64_DER = "base64-der"
+    """Standard base64 of the DER, one line (as Azure Application Gateway forwards it)."""
+    PEM_URL = "pem-url"
+    """URL-encoded PEM (as Envoy's XFCC and nginx's $ssl_client_escaped_cert)."""
+    RFC9440 = "rfc9440"
+    """`:base64-DER:`, an RFC 8941 byte sequence as RFC 9440 `Client-Cert` defines."""
+
+
+def _encode_pem_url(cert: x509.Certificate) -> str:
+    return quote(cert.public_bytes(Encoding.PEM).decode("ascii"), safe="")
+
+
+CERT_ENCODERS: dict[CertHeaderFormat, Callable[[x509.Certificate], str]] = {
+    CertHeaderFormat.BASE64_DER: der_base64,
+    CertHeaderFormat.PEM_URL: _encode_pem_url,
+    CertHeaderFormat.RFC9440: byte_sequence,
+}
+
+
+@functools.lru_cache(maxsize=4096)
+def encode_certificate(fmt: CertHeaderFormat, leaf: x509.Certificate) -> str:
+    """The header value, computed once per certificate and format (clients come back)."""
+    return CERT_ENCODERS[fmt](leaf)
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """What to answer Envoy. Allow: `headers` to set upstream (overwriting client-sent copies)
+    and `remove`. Refusal: `status`, response `headers` and `body`."""
+
+    allowed: bool
+    status: int
+    reason: Reason | None = None
+    headers: tuple[tuple[str, str], ...] = ()
+    remove: tuple[str, ...] = ()
+    body: str = ""
+    ttl: int | None = None
+    """Seconds Envoy's verdict cache may replay this verdict; None: say nothing about it."""
+    policy: str = DEFAULT_POLICY
+
+    def cache_metadata(self) -> dict[str, Any]:
+        """What Envoy's verdict cache needs to replay this verdict (`envoy/verdict-cache.lua`)."""
+        metadata: dict[str, Any] = {"ttl": self.ttl or 0, "policy": self.policy}
+        if self.allowed:
+            metadata["decision"] = "allow"
+            metadata["set"] = {name.lower(): value for name, value in self.headers}
+            metadata["remove"] = list(self.remove)
+        else:
+            reason = self.reason.value if self.reason else ""
+            metadata.update(decision="deny", status=self.status, body=self.body, reason=reason)
+        return metadata
+
+
+@dataclass(frozen=True)
+class VerdictRules:
+    """How one policy's decisions become verdicts; derived values precomputed."""
+
+    cert_header: str
+    cert_header_format: CertHeaderFormat
+    deny_status: int
+    retry_after: int = 5
+    """Seconds a client is told to wait after `revocation_check_failed`."""
+    identity: tuple[str, ...] = ()
+    """Identity headers to send upstream (see `authz.core.identity`)."""
+    verdict_cache_ttl: float = 0.0
+    """Longest Envoy may replay a verdict; 0 sends nothing about replaying."""
+    policy: str = DEFAULT_POLICY
+    """The policy these verdicts are decided under: told to the verdict cache with each one."""
+
+    @functools.cached_property
+    def _owned(self) -> tuple[str, ...]:
+        """Every header this service sets upstream, the certificate header first."""
+        return (self.cert_header.lower(), *OWNED_HEADERS)
+
+    @property
+    def _uses_chain(self) -> bool:
+        return "chain" in self.identity or "rfc9440" in self.identity
+
+    def ttl(self, decision: Decision, now: datetime) -> int | None:
+        """The replay TTL for this decision, or None when the verdict cache is off."""
+        if self.verdict_cache_ttl <= 0:
+            return None
+        return verdict_ttl(decision, now, self.verdict_cache_ttl)
+
+    def verdict(self, decision: Decision, ttl: int | None = None) -> Verdict:
+        """The verdict for a decision. Verdicts are shared between Checks of the same client, so
+        a returning client costs a cache lookup."""
+        if decision.allowed and decision.leaf is not None:
+            xfcc = decision.xfcc if self._uses_chain else ""
+            return _cached_allow(self, decision.leaf, decision.upstream_headers, xfcc, ttl)
+        if decision.allowed and decision.audit_reason is not None:
+            # Audit mode, no usable certificate: nothing to forward, everything owned removed.
+            return dataclasses.replace(self.allow(None, decision.upstream_headers), ttl=ttl)
+        return _cached_deny(self, decision.reason or Reason.INTERNAL_ERROR, decision.message, ttl)
+
+    def allow(
+        self, leaf: x509.Certificate | None, extra: Iterable[tuple[str, str]] = (), xfcc: str = ""
+    ) -> Verdict:
+        headers: list[tuple[str, str]] = []
+        if leaf is not None:
+            headers.append((self.cert_header, encode_certificate(self.cert_header_format, leaf)))
+            if self.identity:
+                extra = (*extra, *identity_headers(leaf, xfcc, self.identity))
+        headers.extend(extra)
+        setting = {name.lower() for name, _ in headers}
+        return Verdict(
+            True,
+            ALLOW_STATUS,
+            headers=tuple(headers),
+            remove=tuple(name for name in self._owned if name not in setting),
+            policy=self.policy,
+        )
+
+    def deny(self, reason: Reason, message: str) -> Verdict:
+        headers = [("content-type", "application/json"), (REASON_HEADER, reason.value)]
+        if reason is Reason.REVOCATION_CHECK_FAILED:
+            headers.append(("retry-after", str(self.retry_after)))
+        return Verdict(
+            False,
+            FIXED_STATUS.get(reason, self.deny_status),
+            reason,
+            headers=tuple(headers),
+            body=json.dumps({"error": reason.value, "message": message}),
+            policy=self.policy,
+        )
 
 
 def verdict_ttl(decision: Decision, now: datetime, limit: float) -> int:
@@ -43,26 +193,24 @@ def verdict_ttl(decision: Decision, now: datetime, limit: float) -> int:
     return max(0, int(min(bounds)))
 
 
-def with_verdict_metadata(
-    response: external_auth_pb2.CheckResponse, ttl: int, policy: str
-) -> external_auth_pb2.CheckResponse:
-    """A copy of `response` carrying what Envoy needs to replay it for `ttl` seconds, and the
-    policy it was decided under: the Lua stores it only under that policy's key."""
-    result = external_auth_pb2.CheckResponse()
-    result.CopyFrom(response)
-    metadata: dict[str, object] = {"ttl": ttl, "policy": policy}
-    if response.HasField("ok_response"):
-        ok = response.ok_response
-        metadata["decision"] = "allow"
-        metadata["set"] = {h.header.key.lower(): h.header.value for h in ok.headers}
-        metadata["remove"] = list(ok.headers_to_remove)
-    else:
-        denied = response.denied_response
-        reason = next(
-            (h.header.value for h in denied.headers if h.header.key == "x-mtls-authz-reason"), ""
-        )
-        metadata.update(
-            decision="deny", status=int(denied.status.code), body=denied.body, reason=reason
-        )
-    result.dynamic_metadata.update(metadata)
-    return result
+INTERNAL_ERROR_MESSAGE = "The authorization service failed; the request was refused."
+# Built once at import, so answering a failure cannot itself fail.
+INTERNAL_ERROR_VERDICT = VerdictRules("x-client-cert", CertHeaderFormat.BASE64_DER, 400).deny(
+    Reason.INTERNAL_ERROR, INTERNAL_ERROR_MESSAGE
+)
+
+
+@functools.lru_cache(maxsize=4096)
+def _cached_allow(
+    rules: VerdictRules,
+    leaf: x509.Certificate,
+    extra: tuple[tuple[str, str], ...],
+    xfcc: str,
+    ttl: int | None,
+) -> Verdict:
+    return dataclasses.replace(rules.allow(leaf, extra, xfcc), ttl=ttl)
+
+
+@functools.lru_cache(maxsize=1024)
+def _cached_deny(rules: VerdictRules, reason: Reason, message: str, ttl: int | None) -> Verdict:
+    return dataclasses.replace(rules.deny(reason, message), ttl=ttl)

@@ -26,12 +26,15 @@ from grpc_health.v1 import health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from prometheus_client import CollectorRegistry
 
-from authz.core.authorizer import Authorizer, RevocationMode, RevocationSource
+from authz.core.authorizer import Authorizer, RevocationSource
+from authz.core.check import Runtime
 from authz.core.decision import State
 from authz.core.issuers import IssuerPolicy
+from authz.core.modes import RevocationMode
 from authz.core.names import NameKey, name_key, parse_dn
 from authz.core.policies import DEFAULT_POLICY, PolicySpec
 from authz.core.trust import TrustBundle, TrustBundleError
+from authz.core.verdict import VerdictRules
 from authz.revocation.cache import SingleFlightCache
 from authz.revocation.crl_source import CrlChecker, CrlConfig, CrlKey, CrlLoad
 from authz.revocation.fetch import HttpFetcher
@@ -46,6 +49,7 @@ from authz.revocation.ocsp_source import (
 from authz.revocation.prefetch import Prefetcher, Target
 from authz.service import logs, workers
 from authz.service import ops_http as http
+from authz.service.checks import CheckService
 from authz.service.metrics import MULTIPROCESS, Metrics
 from authz.service.readiness import Readiness
 from authz.service.reload import FileWatcher
@@ -56,8 +60,7 @@ from authz.service.settings import (
     route_policies,
     split_responder_override,
 )
-from authz.transports.envoy_response import ResponseBuilder
-from authz.transports.grpc_check import AuthorizationServicer, Runtime
+from authz.transports.grpc_check import AuthorizationServicer
 
 log = logging.getLogger("authz.server")
 
@@ -163,7 +166,7 @@ class Service:
 
         def one(name: str, spec: PolicySpec, policy_state: State) -> Runtime:
             mode = RevocationMode(spec.ocsp)
-            responses = ResponseBuilder(
+            rules = VerdictRules(
                 cert_header=settings.cert_header,
                 cert_header_format=settings.cert_header_format,
                 deny_status=spec.deny_status,
@@ -175,7 +178,7 @@ class Service:
             authorizer = Authorizer(
                 policy_state, checker, mode, [] if mode is RevocationMode.OFF else sources
             )
-            return Runtime(authorizer, responses, audit=spec.mode == "audit")
+            return Runtime(authorizer, rules, audit=spec.mode == "audit")
 
         specs = route_policies(vars(settings))
         default_spec = specs.pop(DEFAULT_POLICY)
@@ -190,7 +193,7 @@ class Service:
             for name, spec in specs.items()
         }
         default = one(DEFAULT_POLICY, default_spec, state)
-        return Runtime(default.authorizer, default.responses, default.audit, routes)
+        return Runtime(default.authorizer, default.rules, default.audit, routes)
 
     def prune_caches(
         self,
@@ -274,7 +277,7 @@ async def _run(service: Service) -> int:
     reuse_port = 1 if os.environ.get(workers.WORKER_ENV) else 0
     server = grpc.aio.server(options=[("grpc.so_reuseport", reuse_port)])
     external_auth_pb2_grpc.add_AuthorizationServicer_to_server(
-        AuthorizationServicer(lambda: service.runtime, service.metrics), server
+        AuthorizationServicer(CheckService(lambda: service.runtime, service.metrics)), server
     )
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)

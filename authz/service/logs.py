@@ -1,4 +1,4 @@
-"""Logging setup: one JSON object per line by default, or plain text for humans."""
+"""Logging: one JSON object per line by default, or plain text for humans; the decision log."""
 
 from __future__ import annotations
 
@@ -7,6 +7,13 @@ import logging
 import sys
 import time
 from typing import Any
+
+from cryptography.hazmat.primitives import hashes
+
+from authz.core.decision import Decision
+from authz.core.names import issuer_text, subject_text
+from authz.core.reasons import Reason
+from authz.core.request import CheckInput
 
 # Attributes every LogRecord has; anything else was passed with `extra=` and belongs in the line.
 _STANDARD_ATTRIBUTES = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
@@ -48,3 +55,39 @@ def configure(level: str, fmt: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+
+
+decisions = logging.getLogger("authz.check")
+
+
+def request_fields(request: CheckInput) -> dict[str, Any]:
+    return {"request_id": request.request_id, "path": request.path}
+
+
+def log_decision(decision: Decision, request: CheckInput) -> None:
+    """Denies at info, allows at debug: who, what, why. Never the certificate or other headers."""
+    level = logging.DEBUG if decision.allowed else logging.INFO
+    reason: Reason | None
+    if decision.audit_reason is not None:
+        level, verdict, reason = logging.INFO, "audit_deny", decision.audit_reason
+    else:
+        verdict = "allow" if decision.allowed else "deny"
+        reason = decision.reason
+    if not decisions.isEnabledFor(level):
+        return
+    fields: dict[str, Any] = {
+        "decision": verdict,
+        "reason": reason.value if reason else None,
+        **request_fields(request),
+    }
+    leaf = decision.leaf
+    if leaf is not None:
+        fields["subject"] = subject_text(leaf)
+        fields["issuer"] = issuer_text(leaf)
+        fields["serial"] = format(leaf.serial_number, "x")
+        fields["sha256"] = leaf.fingerprint(hashes.SHA256()).hex()
+    if decision.revocation is not None:
+        fields["ocsp_outcome"] = decision.revocation
+    if decision.ocsp_latency is not None:
+        fields["ocsp_latency"] = round(decision.ocsp_latency, 6)
+    decisions.log(level, decision.message or "allowed", extra=fields)

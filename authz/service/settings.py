@@ -16,9 +16,10 @@ from typing import Any
 import yaml
 
 from authz.core.identity import IDENTITY_NAMES
+from authz.core.modes import deny_status_problem
 from authz.core.names import parse_dn
 from authz.core.policies import PolicySpec, parse_policies
-from authz.transports.envoy_response import VALID_DENY_STATUSES, CertHeaderFormat
+from authz.core.verdict import CertHeaderFormat
 
 ENV_PREFIX = "MTLS_AUTHZ_"
 MAX_CONFIG_BYTES = 1024 * 1024
@@ -86,9 +87,7 @@ def _check_identity(values: list[str]) -> str | None:
 
 
 def _check_deny_status(value: int) -> str | None:
-    if value not in VALID_DENY_STATUSES or not 400 <= value <= 599:
-        return "must be an HTTP status from 400 to 599 that Envoy knows"
-    return None
+    return deny_status_problem(value)
 
 
 def _check_positive(value: float) -> str | None:

@@ -15,8 +15,9 @@ import sys
 import atheris
 
 with atheris.instrument_imports(include=["authz"]):
-    from authz.core.decision import CheckInput, State, decide
+    from authz.core.decision import State, decide
     from authz.core.issuers import IssuerPolicy
+    from authz.core.request import CheckInput
     from authz.core.trust import TrustBundle
     from authz.demo.pki import LabPki
 

@@ -4,9 +4,11 @@ import datetime as dt
 
 import pytest
 
-from authz.core.authorizer import REVOCATION_HEADER, RevocationMode, apply_outcome, no_source
+from authz.core.authorizer import apply_outcome, no_source
 from authz.core.decision import Decision
+from authz.core.modes import RevocationMode
 from authz.core.reasons import Reason
+from authz.core.verdict import REVOCATION_HEADER
 from authz.demo.pki import LabPki
 from authz.revocation.ocsp import CertStatus, OcspError, OcspFailure, OcspStatus
 from authz.revocation.ocsp_source import OcspOutcome

@@ -4,9 +4,10 @@ import datetime as dt
 
 import pytest
 
-from authz.core.decision import CheckInput, State, VerifiedMemo, decide
+from authz.core.decision import State, VerifiedMemo, decide
 from authz.core.issuers import IssuerPolicy
 from authz.core.reasons import Reason
+from authz.core.request import CheckInput
 from authz.core.trust import TrustBundle
 from authz.demo.pki import LabPki
 from tests.support import envoy_field, xfcc_with_chain

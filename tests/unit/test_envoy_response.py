@@ -2,29 +2,43 @@ from __future__ import annotations
 
 import base64
 import json
+from typing import Any
 from urllib.parse import unquote
 
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from envoy.config.core.v3 import base_pb2
+from envoy.service.auth.v3 import external_auth_pb2
+from envoy.type.v3 import http_status_pb2
 from google.rpc import code_pb2
 
 from authz.core.decision import Decision
+from authz.core.modes import DENY_STATUSES
 from authz.core.reasons import Reason
+from authz.core.verdict import OWNED_HEADERS, REASON_HEADER, CertHeaderFormat, VerdictRules
 from authz.demo.pki import LabPki
-from authz.transports.envoy_response import (
-    OWNED_HEADERS,
-    REASON_HEADER,
-    CertHeaderFormat,
-    ResponseBuilder,
-)
+from authz.transports.grpc_check import render
 
 
-def builder(
-    fmt: CertHeaderFormat = CertHeaderFormat.BASE64_DER, status: int = 400
-) -> ResponseBuilder:
-    return ResponseBuilder("X-Client-Cert", fmt, status)
+class Rendered:
+    """The verdict rules of one policy, rendered as Envoy's CheckResponse."""
+
+    def __init__(self, rules: VerdictRules) -> None:
+        self.rules = rules
+
+    def allow(self, *args: Any) -> external_auth_pb2.CheckResponse:
+        return render(self.rules.allow(*args))
+
+    def deny(self, *args: Any) -> external_auth_pb2.CheckResponse:
+        return render(self.rules.deny(*args))
+
+    def build(self, decision: Decision) -> external_auth_pb2.CheckResponse:
+        return render(self.rules.verdict(decision))
+
+
+def builder(fmt: CertHeaderFormat = CertHeaderFormat.BASE64_DER, status: int = 400) -> Rendered:
+    return Rendered(VerdictRules("X-Client-Cert", fmt, status))
 
 
 def decode_header(value: str, fmt: CertHeaderFormat) -> bytes:
@@ -71,6 +85,12 @@ def test_allow_overwrites_for_old_and_new_envoy(pki: LabPki) -> None:
 def test_allow_removes_client_sent_copies_of_owned_headers(pki: LabPki) -> None:
     response = builder().allow(pki.client("r5").cert)
     assert list(response.ok_response.headers_to_remove) == list(OWNED_HEADERS)
+
+
+def test_the_deny_statuses_are_the_ones_envoy_knows() -> None:
+    """DENY_STATUSES is transcribed from envoy.type.v3.StatusCode; it must stay equal to it."""
+    known = {v.number for v in http_status_pb2.StatusCode.DESCRIPTOR.values if v.number >= 400}
+    assert known == DENY_STATUSES
 
 
 def test_owned_header_that_is_set_is_not_also_removed(pki: LabPki) -> None:

@@ -4,8 +4,9 @@ import datetime as dt
 
 import pytest
 
-from authz.core.decision import CheckInput, State, decide
+from authz.core.decision import State, decide
 from authz.core.issuers import IssuerPolicy
+from authz.core.request import CheckInput
 from authz.core.trust import TrustBundle
 from authz.demo.pki import LabPki
 from tests.hostile import Case, cases

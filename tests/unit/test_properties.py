@@ -12,10 +12,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from authz.core.certificate import chain_from_xfcc, decode_source_certificate, split_xfcc
-from authz.core.decision import CheckInput, State, decide
+from authz.core.decision import State, decide
 from authz.core.issuers import IssuerPolicy
 from authz.core.names import name_key, parse_dn
 from authz.core.reasons import Denied, Reason
+from authz.core.request import CheckInput
 from authz.core.trust import TrustBundle
 from authz.demo.pki import LabPki
 

@@ -4,10 +4,12 @@ or refresh an answer from a source the configuration no longer picks."""
 
 from __future__ import annotations
 
-from authz.core.authorizer import Authorizer, RevocationMode
-from authz.core.decision import CheckInput, State
+from authz.core.authorizer import Authorizer
+from authz.core.decision import State
 from authz.core.issuers import IssuerPolicy
+from authz.core.modes import RevocationMode
 from authz.core.names import name_key, parse_dn
+from authz.core.request import CheckInput
 from authz.core.trust import TrustBundle
 from authz.demo.pki import Identity, LabPki, make_ocsp_signer
 from authz.revocation.cache import Lookup, SingleFlightCache

@@ -3,21 +3,25 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import grpc
 import pytest
 from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 from prometheus_client import CollectorRegistry
 
-from authz.core.authorizer import Authorizer, RevocationMode
+from authz.core.authorizer import Authorizer
+from authz.core.check import Runtime
 from authz.core.decision import State
 from authz.core.issuers import IssuerPolicy
+from authz.core.modes import RevocationMode
 from authz.core.trust import TrustBundle
+from authz.core.verdict import CertHeaderFormat, VerdictRules
 from authz.demo.pki import LabPki
+from authz.service.checks import CheckService
 from authz.service.metrics import Metrics
-from authz.transports.envoy_response import CertHeaderFormat, ResponseBuilder
-from authz.transports.grpc_check import AuthorizationServicer, Runtime, check_input
+from authz.transports import grpc_check
+from authz.transports.grpc_check import AuthorizationServicer, check_input
 from tests.support import envoy_field, xfcc_with_chain
 
 
@@ -30,8 +34,14 @@ def runtime(trust: TrustBundle) -> Runtime:
     state = State(trust, IssuerPolicy.from_dns([LabPki.ISSUING_DN]))
     return Runtime(
         Authorizer(state, None, RevocationMode.OFF),
-        ResponseBuilder("X-Client-Cert", CertHeaderFormat.BASE64_DER, 400),
+        VerdictRules("X-Client-Cert", CertHeaderFormat.BASE64_DER, 400),
     )
+
+
+def make_servicer(
+    runtime: Callable[[], Runtime], metrics: Metrics | None = None
+) -> AuthorizationServicer:
+    return AuthorizationServicer(CheckService(runtime, metrics))
 
 
 def request(certificate: str, **headers: str) -> external_auth_pb2.CheckRequest:
@@ -46,7 +56,7 @@ async def test_an_exception_becomes_a_500_deny_without_details(
     pki: LabPki, caplog: pytest.LogCaptureFixture
 ) -> None:
     exploding = ExplodingBundle.from_certificates([pki.issuing.cert])
-    servicer = AuthorizationServicer(lambda: runtime(exploding))
+    servicer = make_servicer(lambda: runtime(exploding))
     with caplog.at_level(logging.ERROR, logger="authz.check"):
         response = await servicer.Check(request(envoy_field(pki.client("s1").cert)), None)
     denied = response.denied_response
@@ -76,7 +86,7 @@ async def channel(pki: LabPki) -> AsyncIterator[grpc.aio.Channel]:
     server = grpc.aio.server()
     trust = TrustBundle.from_certificates([pki.root.cert, pki.issuing.cert])
     external_auth_pb2_grpc.add_AuthorizationServicer_to_server(
-        AuthorizationServicer(lambda: runtime(trust)), server
+        make_servicer(lambda: runtime(trust)), server
     )
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
@@ -107,9 +117,9 @@ async def test_a_cancelled_check_is_counted_as_cancelled_not_as_a_decision(pki: 
     metrics = Metrics(CollectorRegistry())
     runtime = Runtime(
         SlowAuthorizer(state, None, RevocationMode.OFF),
-        ResponseBuilder("X-Client-Cert", CertHeaderFormat.BASE64_DER, 400),
+        VerdictRules("X-Client-Cert", CertHeaderFormat.BASE64_DER, 400),
     )
-    servicer = AuthorizationServicer(lambda: runtime, metrics)
+    servicer = make_servicer(lambda: runtime, metrics)
     task = asyncio.create_task(
         servicer.Check(request(envoy_field(pki.client("cancel").cert)), None)
     )
@@ -132,10 +142,10 @@ async def test_audit_mode_lets_a_refusal_through_and_counts_it(pki: LabPki) -> N
     metrics = Metrics(CollectorRegistry())
     runtime = Runtime(
         Authorizer(state, None, RevocationMode.OFF),
-        ResponseBuilder("X-Client-Cert", CertHeaderFormat.BASE64_DER, 400),
+        VerdictRules("X-Client-Cert", CertHeaderFormat.BASE64_DER, 400),
         audit=True,
     )
-    servicer = AuthorizationServicer(lambda: runtime, metrics)
+    servicer = make_servicer(lambda: runtime, metrics)
     refused = await servicer.Check(request(envoy_field(pki.client("audit", pki.other).cert)), None)
     assert refused.HasField("ok_response")
     headers = {h.header.key: h.header.value for h in refused.ok_response.headers}
@@ -167,10 +177,10 @@ async def test_audit_allow_without_a_certificate_removes_the_client_sent_certifi
             None,
             RevocationMode.OFF,
         ),
-        ResponseBuilder("X-Client-Cert", CertHeaderFormat.BASE64_DER, 400),
+        VerdictRules("X-Client-Cert", CertHeaderFormat.BASE64_DER, 400),
         audit=True,
     )
-    servicer = AuthorizationServicer(lambda: runtime)
+    servicer = make_servicer(lambda: runtime)
     for certificate in ("", "not%20a%20certificate"):
         response = await servicer.Check(request(certificate), None)
         assert response.HasField("ok_response")
@@ -186,16 +196,22 @@ async def test_nothing_after_the_decision_escapes_check(
     (which `failure_mode_allow: true` would turn into an allow)."""
     trust = TrustBundle.from_certificates([pki.root.cert, pki.issuing.cert])
     metrics = Metrics(CollectorRegistry())
-    servicer = AuthorizationServicer(lambda: runtime(trust), metrics)
+    servicer = make_servicer(lambda: runtime(trust), metrics)
 
     def broken(*args: object) -> None:
         raise RuntimeError("response building failed")
 
-    monkeypatch.setattr(ResponseBuilder, "build", broken)
-    with caplog.at_level(logging.ERROR, logger="authz.check"):
-        response = await servicer.Check(request(envoy_field(pki.client("after").cert)), None)
-    assert response.denied_response.status.code == 500
-    assert json.loads(response.denied_response.body)["error"] == "internal_error"
+    client = envoy_field(pki.client("after").cert)
+    for where in ("verdict", "rendering"):
+        with monkeypatch.context() as patch:
+            if where == "verdict":
+                patch.setattr(VerdictRules, "verdict", broken)
+            else:
+                patch.setattr(grpc_check, "render", broken)
+            with caplog.at_level(logging.ERROR, logger="authz.check"):
+                response = await servicer.Check(request(client), None)
+        assert response.denied_response.status.code == 500, where
+        assert json.loads(response.denied_response.body)["error"] == "internal_error"
     assert any("response building failed" in (r.exc_text or "") for r in caplog.records)
     value = metrics.registry.get_sample_value
     assert value("mtls_authz_decisions_total", {"decision": "deny", "reason": "internal_error"})
@@ -210,7 +226,7 @@ async def test_a_verdict_cache_policy_other_than_the_context_extension_is_refuse
     pki: LabPki,
 ) -> None:
     trust = TrustBundle.from_certificates([pki.root.cert, pki.issuing.cert])
-    servicer = AuthorizationServicer(lambda: runtime(trust))
+    servicer = make_servicer(lambda: runtime(trust))
     client = envoy_field(pki.client("mismatch").cert)
     agreed = request(client)
     with_route_policy(agreed, "default")  # no context extension: the default policy

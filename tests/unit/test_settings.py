@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 
 from authz.cli import main
+from authz.core.verdict import CertHeaderFormat
 from authz.demo.pki import LabPki, pem_bundle
 from authz.service.settings import ConfigError, load_settings, split_responder_override
-from authz.transports.envoy_response import CertHeaderFormat
 
 ISSUER = "CN=Lab Issuing CA,O=Lab"
 

@@ -1,17 +1,23 @@
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 
 import pytest
 
 from authz.core.decision import Decision
 from authz.core.reasons import Reason
-from authz.core.verdict import verdict_ttl, with_verdict_metadata
+from authz.core.verdict import CertHeaderFormat, Verdict, VerdictRules, verdict_ttl
 from authz.demo.pki import LabPki
-from authz.transports.envoy_response import CertHeaderFormat, ResponseBuilder
+from authz.transports.grpc_check import render
 
 NOW = dt.datetime.now(dt.UTC)
-BUILDER = ResponseBuilder("X-Client-Cert", CertHeaderFormat.BASE64_DER, 400, verdict_cache_ttl=30)
+BUILDER = VerdictRules("X-Client-Cert", CertHeaderFormat.BASE64_DER, 400, verdict_cache_ttl=30)
+
+
+def with_verdict_metadata(verdict: Verdict, ttl: int, policy: str) -> object:
+    """The CheckResponse Envoy gets for a verdict replayable for `ttl` under `policy`."""
+    return render(dataclasses.replace(verdict, ttl=ttl, policy=policy))
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,54 @@
+"""The closed sets a configuration chooses from, spelled once: revocation mode and sources,
+enforcement mode, and which HTTP statuses a refusal may have."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class RevocationMode(StrEnum):
+    """What happens when no source gives a verified revocation answer."""
+
+    REQUIRE = "require"
+    """No verified answer, no entry (503 when the source fails)."""
+    SOFT_FAIL = "soft-fail"
+    """Revoked and unknown are refused; a failed check lets the client in, marked unchecked."""
+    OFF = "off"
+
+
+class RevocationSources(StrEnum):
+    """Where revocation status comes from, in order: the first verified answer decides."""
+
+    OCSP = "ocsp"
+    CRL = "crl"
+    OCSP_THEN_CRL = "ocsp-then-crl"
+    CRL_THEN_OCSP = "crl-then-ocsp"
+
+    @property
+    def order(self) -> tuple[str, ...]:
+        return tuple(self.value.split("-then-"))
+
+
+class EnforcementMode(StrEnum):
+    ENFORCE = "enforce"
+    AUDIT = "audit"
+    """Never refuse; tell the backend what would have been refused."""
+
+
+# The 4xx and 5xx statuses Envoy's `envoy.type.v3.StatusCode` knows: a DeniedHttpResponse can
+# carry only these (a test compares this list with the protobuf enum).
+DENY_STATUSES: frozenset[int] = frozenset(
+    {
+        *range(400, 418),
+        421, 422, 423, 424, 426, 428, 429, 431,
+        *range(500, 509),
+        510, 511,
+    }
+)  # fmt: skip
+
+
+def deny_status_problem(value: object) -> str | None:
+    """Why `value` cannot be a refusal's status, or None when it can."""
+    if not isinstance(value, int) or isinstance(value, bool) or value not in DENY_STATUSES:
+        return "must be an HTTP status from 400 to 599 that Envoy knows"
+    return None
