@@ -13,7 +13,9 @@ from datetime import datetime
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID
 
-from authz.core.certificate import chain_from_xfcc, decode_source_certificate
+from authz.client_cert.peer import PEER
+from authz.client_cert.source import CertificateSource
+from authz.core.certificate import chain_from_xfcc
 from authz.core.issuers import IssuerPolicy
 from authz.core.names import display, issuer_text, subject_text
 from authz.core.policies import PolicySpec
@@ -99,6 +101,8 @@ class State:
     policy: IssuerPolicy
     spec: PolicySpec | None = None
     """A named policy's subject/SAN requirements, when it has any."""
+    source: CertificateSource = PEER
+    """Where the client's leaf is read from."""
     memo: VerifiedMemo = field(default_factory=VerifiedMemo, compare=False, repr=False)
 
 
@@ -108,11 +112,12 @@ _MEMO_MAX_FIELD = 16 * 1024
 
 def decide(check: CheckInput, state: State, now: datetime) -> Decision:
     """Decide on one request. `now` is timezone-aware UTC."""
-    verified = state.memo.get(check.certificate, check.xfcc)
+    field = state.source.field(check)
+    verified = state.memo.get(field, check.xfcc)
     if verified is None:
-        verified, used_xfcc = verify(check, state)
-        if len(check.certificate) + len(check.xfcc) <= _MEMO_MAX_FIELD:
-            state.memo.put(check.certificate, check.xfcc if used_xfcc else None, verified)
+        verified, used_xfcc = verify(field, check.xfcc, state)
+        if len(field) + len(check.xfcc) <= _MEMO_MAX_FIELD:
+            state.memo.put(field, check.xfcc if used_xfcc else None, verified)
     if isinstance(verified, Decision):
         return verified
     try:
@@ -122,12 +127,12 @@ def decide(check: CheckInput, state: State, now: datetime) -> Decision:
     return Decision(True, leaf=verified.leaf, issuer=verified.issuer, xfcc=check.xfcc)
 
 
-def verify(check: CheckInput, state: State) -> tuple[Verified | Decision, bool]:
+def verify(field: str, xfcc: str, state: State) -> tuple[Verified | Decision, bool]:
     """Everything about the certificate that does not depend on the time: proven, or a deny;
     and whether the verdict depended on the XFCC header."""
     leaf: x509.Certificate | None = None
     try:
-        leaf = decode_source_certificate(check.certificate)
+        leaf = state.source.leaf(field)
         try:
             not_before, not_after = leaf.not_valid_before_utc, leaf.not_valid_after_utc
             extensions = leaf.extensions  # a malformed extension is the client's fault
@@ -137,7 +142,7 @@ def verify(check: CheckInput, state: State) -> tuple[Verified | Decision, bool]:
             ) from None
         check_client_certificate(extensions)
         check_issuer_name(leaf)
-        issuer, used_xfcc = find_allowed_issuer(leaf, check.xfcc, state)
+        issuer, used_xfcc = find_allowed_issuer(leaf, xfcc, state)
         if state.spec is not None and not state.spec.subject_allowed(leaf):
             raise Denied(
                 Reason.SUBJECT_NOT_ALLOWED,

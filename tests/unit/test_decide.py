@@ -3,7 +3,9 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+from cryptography import x509
 
+from authz.client_cert.peer import PEER
 from authz.core.decision import State, VerifiedMemo, decide
 from authz.core.issuers import IssuerPolicy
 from authz.core.reasons import Reason
@@ -151,3 +153,26 @@ def test_a_verdict_that_rested_on_xfcc_is_not_reused_with_another_xfcc(pki: LabP
     assert decide(CheckInput(field, xfcc_with_chain([leaf.cert])), roots_only, NOW).reason is (
         Reason.ISSUER_UNKNOWN
     )
+
+
+def test_the_leaf_comes_from_the_state_s_certificate_source(pki: LabPki) -> None:
+    """The decision reads the leaf only through the source: another source, another leaf."""
+
+    class FromPath:
+        name = "path"
+
+        def field(self, request: CheckInput) -> str:
+            return request.path
+
+        def leaf(self, field: str) -> x509.Certificate:
+            return PEER.leaf(field)
+
+    good = envoy_field(pki.client("from-source").cert)
+    state = State(
+        TrustBundle.from_certificates([pki.root.cert, pki.issuing.cert]),
+        IssuerPolicy.from_dns([LabPki.ISSUING_DN]),
+        source=FromPath(),
+    )
+    assert decide(CheckInput("", path=good), state, NOW).allowed
+    refused = decide(CheckInput(good, path=""), state, NOW)
+    assert refused.reason is Reason.MISSING_CERTIFICATE
