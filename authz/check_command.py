@@ -20,14 +20,8 @@ from cryptography import x509
 from authz.core.names import display, issuer_text, name_key
 from authz.core.trust import TrustBundle, TrustBundleError, issued
 from authz.revocation.fetch import HttpFetcher
-from authz.revocation.ocsp import (
-    CertStatus,
-    OcspError,
-    OcspStatus,
-    build_query,
-    verify_response,
-)
-from authz.revocation.ocsp_source import aia_ocsp_urls
+from authz.revocation.ocsp import aia_ocsp_urls, build_query, verify_response
+from authz.revocation.status import CertStatus, RevocationError, RevocationStatus
 
 EXIT_CODES = {CertStatus.GOOD: 0, CertStatus.REVOKED: 1, CertStatus.UNKNOWN: 2}
 EXIT_UNDETERMINED = 3
@@ -114,8 +108,8 @@ async def _fetch(url: str, der: bytes, seconds: float) -> bytes:
         return await HttpFetcher(session, seconds).fetch(url, der)
 
 
-def determine(args: CheckArgs) -> tuple[OcspStatus, str]:
-    """The verified status and where it came from; raises CheckError or OcspError."""
+def determine(args: CheckArgs) -> tuple[RevocationStatus, str]:
+    """The verified status and where it came from; raises CheckError or RevocationError."""
     leaf, *rest = read_certificates(args.cert)
     issuer = find_issuer(args, leaf, rest)
     query = build_query(leaf, issuer, args.hash_name, args.nonce and args.respin is None)
@@ -135,7 +129,7 @@ def run_check(args: CheckArgs) -> int:
     name = str(args.cert)
     try:
         status, source = determine(args)
-    except (CheckError, OcspError, OSError) as e:
+    except (CheckError, RevocationError, OSError) as e:
         print(f"{name}: could not determine: {e}")
         return EXIT_UNDETERMINED
     except ValueError as e:  # cryptography refusing a field of the certificate or the answer

@@ -25,7 +25,7 @@ from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 
 from authz.demo.pki import LabPki, make_ocsp_signer
 from authz.demo.stack import LocalStack
-from authz.revocation.ocsp import CertStatus
+from authz.revocation.status import CertStatus
 from tests.ocsp_responder import Mode, OcspResponder
 from tests.traffic import Client, run_traffic
 

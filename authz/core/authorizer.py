@@ -8,9 +8,6 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Protocol
-
-from cryptography import x509
 
 from authz.core.decision import Decision, State, decide
 from authz.core.modes import RevocationMode
@@ -18,18 +15,12 @@ from authz.core.reasons import Reason
 from authz.core.request import CheckInput
 from authz.core.verdict import REVOCATION_HEADER
 from authz.revocation.cache import Lookup
-from authz.revocation.ocsp import CertStatus, OcspFailure
-from authz.revocation.ocsp_source import OcspChecker, OcspOutcome
-
-
-class RevocationSource(Protocol):
-    """OCSP or CRL: where to ask about a certificate, and the answer."""
-
-    def source_url(self, leaf: x509.Certificate) -> str | None: ...
-
-    async def check(
-        self, leaf: x509.Certificate, issuer: x509.Certificate, url: str
-    ) -> tuple[OcspOutcome, Lookup]: ...
+from authz.revocation.status import (
+    CertStatus,
+    RevocationFailure,
+    RevocationOutcome,
+    RevocationSource,
+)
 
 
 class Authorizer:
@@ -39,15 +30,14 @@ class Authorizer:
     def __init__(
         self,
         state: State,
-        ocsp: OcspChecker | None,
+        source: RevocationSource | None,
         mode: RevocationMode,
         sources: Sequence[RevocationSource] | None = None,
     ) -> None:
         self.state = state
-        self.ocsp = ocsp
         self.mode = mode
         self.sources: tuple[RevocationSource, ...] = (
-            tuple(sources) if sources is not None else ((ocsp,) if ocsp is not None else ())
+            tuple(sources) if sources is not None else ((source,) if source is not None else ())
         )
         if mode is not RevocationMode.OFF and not self.sources:
             raise ValueError("a revocation source is required unless revocation checking is off")
@@ -57,8 +47,8 @@ class Authorizer:
         if not decision.allowed or not self.sources or self.mode is RevocationMode.OFF:
             return dataclasses.replace(decision, revocation="off") if decision.allowed else decision
         assert decision.leaf is not None and decision.issuer is not None
-        failed: OcspOutcome | None = None
-        not_allowed: OcspOutcome | None = None
+        failed: RevocationOutcome | None = None
+        not_allowed: RevocationOutcome | None = None
         for source in self.sources:
             url = source.source_url(decision.leaf)
             if url is None:
@@ -66,7 +56,7 @@ class Authorizer:
             outcome, lookup = await source.check(decision.leaf, decision.issuer, url)
             if outcome.status is None:
                 # No verified answer from this source: the next one may have it.
-                if outcome.error and outcome.error.failure is OcspFailure.RESPONDER_NOT_ALLOWED:
+                if outcome.failure is RevocationFailure.RESPONDER_NOT_ALLOWED:
                     not_allowed = outcome
                 else:
                     failed = failed or outcome
@@ -92,14 +82,14 @@ def no_source(decision: Decision, mode: RevocationMode, why: str = "no_source") 
     return _deny(decision, Reason.NO_REVOCATION_SOURCE, message, why)
 
 
-def apply_outcome(decision: Decision, outcome: OcspOutcome, mode: RevocationMode) -> Decision:
-    """Turn an OCSP outcome into the verdict for an otherwise allowed request."""
+def apply_outcome(decision: Decision, outcome: RevocationOutcome, mode: RevocationMode) -> Decision:
+    """Turn a source's outcome into the verdict for an otherwise allowed request."""
     status = outcome.status
-    if outcome.error is not None and outcome.error.failure is OcspFailure.RESPONDER_NOT_ALLOWED:
+    if outcome.failure is RevocationFailure.RESPONDER_NOT_ALLOWED:
         # Not a responder failure: this certificate's responder may not be asked at all.
         return no_source(decision, mode, "responder_not_allowed")
     if status is None:
-        failure = outcome.error.failure.value if outcome.error else "unknown_error"
+        failure = outcome.failure.value if outcome.failure else "unknown_error"
         if mode is RevocationMode.SOFT_FAIL:
             return _unchecked(decision, failure)
         return _deny(

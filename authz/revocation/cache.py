@@ -34,11 +34,14 @@ class Lookup(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Loaded(Generic[V]):
-    """What a loader returns: the value, how long it may be kept, and whether it is an answer."""
+    """What a loader returns: the value, how long it may be kept, whether it is an answer, and
+    the signed bytes (OCSP response, CRL) it was verified from. This cache keeps only the value;
+    the bytes are what a store under it would keep, to verify again when read back."""
 
     value: V
     ttl: float
     definitive: bool = True
+    signed: bytes = b""
 
 
 @dataclass(slots=True)

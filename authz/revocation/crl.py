@@ -15,11 +15,11 @@ from cryptography import x509
 from cryptography.x509.oid import CRLEntryExtensionOID, ExtensionOID
 
 from authz.core.names import name_key
-from authz.revocation.ocsp import (
+from authz.revocation.status import (
     CertStatus,
-    OcspError,
-    OcspFailure,
-    OcspStatus,
+    RevocationError,
+    RevocationFailure,
+    RevocationStatus,
     check_freshness,
 )
 
@@ -45,12 +45,14 @@ class CrlIndex:
     next_update: dt.datetime | None
     valid_until: dt.datetime
 
-    def status(self, serial: int) -> OcspStatus:
+    def status(self, serial: int) -> RevocationStatus:
         """The certificate's status in OCSP's terms, so both sources feed one decision."""
         entry = self.revoked.get(serial)
         if entry is None:
-            return OcspStatus(CertStatus.GOOD, self.this_update, self.next_update, self.valid_until)
-        return OcspStatus(
+            return RevocationStatus(
+                CertStatus.GOOD, self.this_update, self.next_update, self.valid_until
+            )
+        return RevocationStatus(
             CertStatus.REVOKED,
             self.this_update,
             self.next_update,
@@ -66,7 +68,7 @@ def load_crl(data: bytes) -> x509.CertificateRevocationList:
             return x509.load_pem_x509_crl(data)
         return x509.load_der_x509_crl(data)
     except ValueError as e:
-        raise OcspError(OcspFailure.UNPARSABLE, f"not a CRL ({e})") from None
+        raise RevocationError(RevocationFailure.UNPARSABLE, f"not a CRL ({e})") from None
 
 
 def verify_crl(
@@ -77,16 +79,20 @@ def verify_crl(
     skew: dt.timedelta = dt.timedelta(seconds=300),
     max_age: dt.timedelta = dt.timedelta(hours=24),
 ) -> CrlIndex:
-    """Verify `data` as `issuer`'s complete CRL and index it; raises OcspError."""
+    """Verify `data` as `issuer`'s complete CRL and index it; raises RevocationError."""
     crl = load_crl(data)
     if name_key(crl.issuer) != name_key(issuer.subject):
-        raise OcspError(OcspFailure.UNAUTHORIZED_SIGNER, "the CRL is not this issuer's")
+        raise RevocationError(RevocationFailure.UNAUTHORIZED_SIGNER, "the CRL is not this issuer's")
     try:
         valid = crl.is_signature_valid(issuer.public_key())  # type: ignore[arg-type]
     except (TypeError, ValueError) as e:
-        raise OcspError(OcspFailure.BAD_SIGNATURE, f"cannot verify the CRL ({e})") from None
+        raise RevocationError(
+            RevocationFailure.BAD_SIGNATURE, f"cannot verify the CRL ({e})"
+        ) from None
     if not valid:
-        raise OcspError(OcspFailure.BAD_SIGNATURE, "the CRL's signature does not verify")
+        raise RevocationError(
+            RevocationFailure.BAD_SIGNATURE, "the CRL's signature does not verify"
+        )
     _check_extensions(crl)
     this_update, next_update = crl.last_update_utc, crl.next_update_utc
     valid_until = check_freshness(this_update, next_update, now, skew, max_age)
@@ -95,8 +101,8 @@ def verify_crl(
         reason = None
         for extension in entry.extensions:
             if extension.critical and extension.oid not in _KNOWN_ENTRY_EXTENSIONS:
-                raise OcspError(
-                    OcspFailure.CRITICAL_EXTENSION,
+                raise RevocationError(
+                    RevocationFailure.CRITICAL_EXTENSION,
                     f"unknown critical entry extension {extension.oid.dotted_string}",
                 )
             if isinstance(extension.value, x509.CRLReason):
@@ -108,14 +114,14 @@ def verify_crl(
 def _check_extensions(crl: x509.CertificateRevocationList) -> None:
     for extension in crl.extensions:
         if extension.oid == ExtensionOID.DELTA_CRL_INDICATOR:
-            raise OcspError(OcspFailure.UNSUPPORTED, "delta CRLs are not supported")
+            raise RevocationError(RevocationFailure.UNSUPPORTED, "delta CRLs are not supported")
         if extension.oid == ExtensionOID.ISSUING_DISTRIBUTION_POINT:
-            raise OcspError(
-                OcspFailure.UNSUPPORTED, "partitioned or indirect CRLs are not supported"
+            raise RevocationError(
+                RevocationFailure.UNSUPPORTED, "partitioned or indirect CRLs are not supported"
             )
         if extension.critical and extension.oid not in _KNOWN_CRL_EXTENSIONS:
-            raise OcspError(
-                OcspFailure.CRITICAL_EXTENSION,
+            raise RevocationError(
+                RevocationFailure.CRITICAL_EXTENSION,
                 f"unknown critical CRL extension {extension.oid.dotted_string}",
             )
 

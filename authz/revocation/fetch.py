@@ -2,7 +2,7 @@
 
 GET with the base64 request in the path when it fits in 255 bytes (RFC 5019, cache friendly), else
 POST. Only HTTP 200 counts; no redirects; the body is capped; one total timeout covers connecting,
-sending and a responder that trickles bytes. Every failure becomes an OcspError.
+sending and a responder that trickles bytes. Every failure becomes an RevocationError.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from urllib.parse import quote, urlsplit
 
 import aiohttp
 
-from authz.revocation.ocsp import OcspError, OcspFailure
+from authz.revocation.status import RevocationError, RevocationFailure
 
 # Real responses are 1–3 KB (with a delegated signer certificate); 64 KiB is generous.
 MAX_RESPONSE_BYTES = 64 * 1024
@@ -26,7 +26,7 @@ DEFAULT_RESPONDER_CONCURRENCY = 32
 
 class Fetcher(Protocol):
     async def fetch(self, url: str, request_der: bytes) -> bytes:
-        """The response body; raises OcspError for anything but a 200 with a bounded body."""
+        """The response body; raises RevocationError for anything but a 200 with a bounded body."""
         ...
 
     def unusable(self, url: str) -> None:
@@ -54,7 +54,12 @@ def get_url(url: str, request_der: bytes) -> str | None:
 BREAKER_FAILURES = 5
 BREAKER_OPEN_SECONDS = 10.0
 _TRANSPORT_FAILURES = frozenset(
-    {OcspFailure.TIMEOUT, OcspFailure.NETWORK, OcspFailure.HTTP_ERROR, OcspFailure.TOO_LARGE}
+    {
+        RevocationFailure.TIMEOUT,
+        RevocationFailure.NETWORK,
+        RevocationFailure.HTTP_ERROR,
+        RevocationFailure.TOO_LARGE,
+    }
 )
 
 
@@ -146,12 +151,14 @@ class HttpFetcher:
         label = responder_label(url)
         breaker = self._breakers.setdefault(label, CircuitBreaker())
         if not breaker.allow():
-            raise OcspError(OcspFailure.CIRCUIT_OPEN, f"{label} failed repeatedly; not asked now")
+            raise RevocationError(
+                RevocationFailure.CIRCUIT_OPEN, f"{label} failed repeatedly; not asked now"
+            )
         limit = self._limits.setdefault(label, asyncio.Semaphore(self._per_responder))
         try:
             async with limit:
                 body = await self._send(url, request, max_bytes)
-        except OcspError as error:
+        except RevocationError as error:
             breaker.record(error.failure not in _TRANSPORT_FAILURES)
             raise
         except BaseException:
@@ -168,22 +175,30 @@ class HttpFetcher:
             async with asyncio.timeout(self._timeout.total):
                 return await self._read(request(), max_bytes)
         except TimeoutError:
-            raise OcspError(OcspFailure.TIMEOUT, f"no answer from {url} in time") from None
+            raise RevocationError(
+                RevocationFailure.TIMEOUT, f"no answer from {url} in time"
+            ) from None
         except aiohttp.ClientError as e:
-            raise OcspError(OcspFailure.NETWORK, f"{url}: {type(e).__name__}: {e}") from None
+            raise RevocationError(
+                RevocationFailure.NETWORK, f"{url}: {type(e).__name__}: {e}"
+            ) from None
         except OSError as e:
-            raise OcspError(OcspFailure.NETWORK, f"{url}: {e}") from None
+            raise RevocationError(RevocationFailure.NETWORK, f"{url}: {e}") from None
 
     @staticmethod
     async def _read(request: aiohttp.client._RequestContextManager, max_bytes: int) -> bytes:
         async with request as response:
             if response.status != 200:
-                raise OcspError(OcspFailure.HTTP_ERROR, f"HTTP {response.status}")
+                raise RevocationError(RevocationFailure.HTTP_ERROR, f"HTTP {response.status}")
             if (response.content_length or 0) > max_bytes:
-                raise OcspError(OcspFailure.TOO_LARGE, f"{response.content_length} bytes announced")
+                raise RevocationError(
+                    RevocationFailure.TOO_LARGE, f"{response.content_length} bytes announced"
+                )
             body = bytearray()
             async for chunk in response.content.iter_chunked(64 * 1024):
                 body += chunk
                 if len(body) > max_bytes:
-                    raise OcspError(OcspFailure.TOO_LARGE, f"more than {max_bytes} bytes")
+                    raise RevocationError(
+                        RevocationFailure.TOO_LARGE, f"more than {max_bytes} bytes"
+                    )
             return bytes(body)

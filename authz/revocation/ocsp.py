@@ -2,7 +2,7 @@
 
 cryptography parses OCSP responses but does not verify them. Every rule here is checked explicitly,
 and anything that is not a proven, fresh answer about exactly the certificate asked for raises
-OcspError. `now` is a parameter so recorded responses from any year can be verified.
+RevocationError. `now` is a parameter so recorded responses from any year can be verified.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime as dt
 import os
 from dataclasses import dataclass
-from enum import StrEnum
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -22,49 +21,17 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, OCSPExtensionOID
 
 from authz.core.names import name_key
 from authz.core.trust import issued
+from authz.revocation.status import (
+    CertStatus,
+    RevocationError,
+    RevocationFailure,
+    RevocationStatus,
+    check_freshness,
+)
 
 NONCE_BYTES = 32
 # Extensions this verifier understands; any other marked critical makes the response unusable.
 _KNOWN_EXTENSIONS = frozenset({OCSPExtensionOID.NONCE})
-
-
-class OcspFailure(StrEnum):
-    """Why no status could be established. Also the metric/log vocabulary for OCSP outcomes."""
-
-    UNPARSABLE = "unparsable"
-    UNSUCCESSFUL = (
-        "unsuccessful"  # malformedRequest, internalError, tryLater, sigRequired, unauthorized
-    )
-    SIGNER_NOT_FOUND = "signer_not_found"
-    UNAUTHORIZED_SIGNER = "unauthorized_signer"
-    BAD_SIGNATURE = "bad_signature"
-    CERT_ID_MISMATCH = "cert_id_mismatch"
-    NOT_YET_VALID = "not_yet_valid"
-    STALE = "stale"
-    BAD_VALIDITY = "bad_validity"
-    NONCE_MISMATCH = "nonce_mismatch"
-    CRITICAL_EXTENSION = "critical_extension"
-    UNSUPPORTED = "unsupported"
-    # Transport failures, raised by the fetcher.
-    HTTP_ERROR = "http_error"
-    TIMEOUT = "timeout"
-    TOO_LARGE = "too_large"
-    NETWORK = "network"
-    CIRCUIT_OPEN = "circuit_open"  # the responder failed repeatedly; not asked for a while
-    RESPONDER_NOT_ALLOWED = "responder_not_allowed"  # not in ocsp_allowed_hosts
-
-
-class OcspError(Exception):
-    def __init__(self, failure: OcspFailure, detail: str) -> None:
-        super().__init__(f"{failure.value}: {detail}")
-        self.failure = failure
-        self.detail = detail
-
-
-class CertStatus(StrEnum):
-    GOOD = "good"
-    REVOKED = "revoked"
-    UNKNOWN = "unknown"
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,20 +53,25 @@ class OcspQuery:
     nonce: bytes | None
 
 
-@dataclass(frozen=True, slots=True)
-class OcspStatus:
-    """A verified answer."""
-
-    status: CertStatus
-    this_update: dt.datetime
-    next_update: dt.datetime | None
-    valid_until: dt.datetime
-    """nextUpdate, or thisUpdate + max_age when the responder gave none."""
-    revocation_time: dt.datetime | None = None
-    revocation_reason: str | None = None
-
-
 HASHES: dict[str, hashes.HashAlgorithm] = {"sha1": hashes.SHA1(), "sha256": hashes.SHA256()}  # noqa: S303 - SHA-1 CertIDs are what RFC 5019/9919 responders expect
+
+
+ALLOWED_SCHEMES = ("http://", "https://")
+
+
+def aia_ocsp_urls(cert: x509.Certificate) -> list[str]:
+    """http(s) OCSP URLs from the AIA extension, in order; other schemes are ignored."""
+    try:
+        aia = cert.extensions.get_extension_for_class(x509.AuthorityInformationAccess).value
+    except x509.ExtensionNotFound:
+        return []
+    return [
+        d.access_location.value
+        for d in aia
+        if d.access_method == x509.oid.AuthorityInformationAccessOID.OCSP
+        and isinstance(d.access_location, x509.UniformResourceIdentifier)
+        and d.access_location.value.lower().startswith(ALLOWED_SCHEMES)
+    ]
 
 
 def build_query(
@@ -147,7 +119,7 @@ def verify_response(
     skew: dt.timedelta = dt.timedelta(seconds=300),
     max_age: dt.timedelta = dt.timedelta(seconds=300),
     max_response_age: float = 0.0,
-) -> OcspStatus:
+) -> RevocationStatus:
     """Verify `der` as the answer to `query` about a certificate issued by `issuer`.
 
     `max_response_age` (seconds, 0 for none) bounds how old thisUpdate may be even when nextUpdate
@@ -165,8 +137,8 @@ def verify_response(
     if max_response_age > 0 and now - status.this_update > skew + dt.timedelta(
         seconds=max_response_age
     ):
-        raise OcspError(
-            OcspFailure.STALE,
+        raise RevocationError(
+            RevocationFailure.STALE,
             f"thisUpdate {status.this_update} is older than ocsp_max_response_age allows",
         )
     return status
@@ -176,9 +148,11 @@ def _parse(der: bytes) -> ocsp.OCSPResponse:
     try:
         response = ocsp.load_der_ocsp_response(der)
     except ValueError as e:
-        raise OcspError(OcspFailure.UNPARSABLE, f"not an OCSP response ({e})") from None
+        raise RevocationError(RevocationFailure.UNPARSABLE, f"not an OCSP response ({e})") from None
     if response.response_status is not ocsp.OCSPResponseStatus.SUCCESSFUL:
-        raise OcspError(OcspFailure.UNSUCCESSFUL, f"responder said {response.response_status.name}")
+        raise RevocationError(
+            RevocationFailure.UNSUCCESSFUL, f"responder said {response.response_status.name}"
+        )
     return response
 
 
@@ -192,7 +166,9 @@ def find_signer(response: ocsp.OCSPResponse, issuer: x509.Certificate) -> x509.C
             response.responder_name
         ):
             return candidate
-    raise OcspError(OcspFailure.SIGNER_NOT_FOUND, "no certificate matches the responder ID")
+    raise RevocationError(
+        RevocationFailure.SIGNER_NOT_FOUND, "no certificate matches the responder ID"
+    )
 
 
 def _key_hash(cert: x509.Certificate) -> bytes:
@@ -207,20 +183,21 @@ def _check_signer_authorized(
     if signer == issuer:
         return
     if not issued(signer, issuer):
-        raise OcspError(
-            OcspFailure.UNAUTHORIZED_SIGNER, "the signing certificate was not issued by the CA"
+        raise RevocationError(
+            RevocationFailure.UNAUTHORIZED_SIGNER,
+            "the signing certificate was not issued by the CA",
         )
     try:
         usages = signer.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
     except x509.ExtensionNotFound:
         usages = x509.ExtendedKeyUsage([])
     if ExtendedKeyUsageOID.OCSP_SIGNING not in usages:
-        raise OcspError(
-            OcspFailure.UNAUTHORIZED_SIGNER, "the signing certificate lacks id-kp-OCSPSigning"
+        raise RevocationError(
+            RevocationFailure.UNAUTHORIZED_SIGNER, "the signing certificate lacks id-kp-OCSPSigning"
         )
     if not signer.not_valid_before_utc <= now <= signer.not_valid_after_utc:
-        raise OcspError(
-            OcspFailure.UNAUTHORIZED_SIGNER, "the signing certificate is outside its validity"
+        raise RevocationError(
+            RevocationFailure.UNAUTHORIZED_SIGNER, "the signing certificate is outside its validity"
         )
 
 
@@ -233,7 +210,9 @@ def check_signature(response: ocsp.OCSPResponse, signer: x509.Certificate) -> No
             response.signature_hash_algorithm,
         )
     except (InvalidSignature, UnsupportedAlgorithm, TypeError, ValueError) as e:
-        raise OcspError(OcspFailure.BAD_SIGNATURE, f"signature does not verify ({e!r})") from None
+        raise RevocationError(
+            RevocationFailure.BAD_SIGNATURE, f"signature does not verify ({e!r})"
+        ) from None
 
 
 def verify_signature(
@@ -256,8 +235,8 @@ def verify_signature(
 def _check_critical_extensions(extensions: x509.Extensions, where: str) -> None:
     for extension in extensions:
         if extension.critical and extension.oid not in _KNOWN_EXTENSIONS:
-            raise OcspError(
-                OcspFailure.CRITICAL_EXTENSION,
+            raise RevocationError(
+                RevocationFailure.CRITICAL_EXTENSION,
                 f"unknown critical extension {extension.oid.dotted_string} in the {where}",
             )
 
@@ -268,11 +247,13 @@ def _check_nonce(response: ocsp.OCSPResponse, nonce: bytes | None) -> None:
     try:
         echoed = response.extensions.get_extension_for_class(x509.OCSPNonce).value.nonce
     except x509.ExtensionNotFound:
-        raise OcspError(
-            OcspFailure.NONCE_MISMATCH, "the response does not echo the nonce"
+        raise RevocationError(
+            RevocationFailure.NONCE_MISMATCH, "the response does not echo the nonce"
         ) from None
     if echoed != nonce:
-        raise OcspError(OcspFailure.NONCE_MISMATCH, "the response echoes a different nonce")
+        raise RevocationError(
+            RevocationFailure.NONCE_MISMATCH, "the response echoes a different nonce"
+        )
 
 
 def _single_extensions(response: ocsp.OCSPResponse) -> x509.Extensions:
@@ -284,8 +265,8 @@ def _single_extensions(response: ocsp.OCSPResponse) -> x509.Extensions:
     try:
         return response.single_extensions
     except ValueError:
-        raise OcspError(
-            OcspFailure.UNSUPPORTED, "more than one SingleResponse in the response"
+        raise RevocationError(
+            RevocationFailure.UNSUPPORTED, "more than one SingleResponse in the response"
         ) from None
 
 
@@ -302,29 +283,9 @@ def _matching_single_response(
         )
         if got == wanted:
             return single
-    raise OcspError(OcspFailure.CERT_ID_MISMATCH, "no answer for the certificate asked about")
-
-
-def check_freshness(
-    this_update: dt.datetime,
-    next_update: dt.datetime | None,
-    now: dt.datetime,
-    skew: dt.timedelta,
-    max_age: dt.timedelta,
-) -> dt.datetime:
-    """Until when an answer (OCSP or CRL) is valid; raises OcspError when it is not valid now.
-
-    thisUpdate ≤ now + skew, nextUpdate ≥ thisUpdate, now ≤ nextUpdate + skew; without a
-    nextUpdate an answer is valid for `max_age` after thisUpdate.
-    """
-    if this_update > now + skew:
-        raise OcspError(OcspFailure.NOT_YET_VALID, f"thisUpdate {this_update} is in the future")
-    if next_update is not None and next_update < this_update:
-        raise OcspError(OcspFailure.BAD_VALIDITY, "nextUpdate is before thisUpdate")
-    valid_until = next_update if next_update is not None else this_update + max_age
-    if now > valid_until + skew:
-        raise OcspError(OcspFailure.STALE, f"the answer expired at {valid_until}")
-    return valid_until
+    raise RevocationError(
+        RevocationFailure.CERT_ID_MISMATCH, "no answer for the certificate asked about"
+    )
 
 
 def _status(
@@ -332,12 +293,12 @@ def _status(
     now: dt.datetime,
     skew: dt.timedelta,
     max_age: dt.timedelta,
-) -> OcspStatus:
+) -> RevocationStatus:
     this_update, next_update = single.this_update_utc, single.next_update_utc
     valid_until = check_freshness(this_update, next_update, now, skew, max_age)
     status = CertStatus(single.certificate_status.name.lower())
     reason = single.revocation_reason
-    return OcspStatus(
+    return RevocationStatus(
         status=status,
         this_update=this_update,
         next_update=next_update,

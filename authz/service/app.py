@@ -26,7 +26,7 @@ from grpc_health.v1 import health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from prometheus_client import CollectorRegistry
 
-from authz.core.authorizer import Authorizer, RevocationSource
+from authz.core.authorizer import Authorizer
 from authz.core.check import Runtime
 from authz.core.decision import State
 from authz.core.issuers import IssuerPolicy
@@ -38,15 +38,10 @@ from authz.core.verdict import VerdictRules
 from authz.revocation.cache import SingleFlightCache
 from authz.revocation.crl_source import CrlChecker, CrlConfig, CrlKey, CrlLoad
 from authz.revocation.fetch import HttpFetcher
-from authz.revocation.ocsp_source import (
-    CacheKey,
-    OcspChecker,
-    OcspConfig,
-    OcspOutcome,
-    SourceUrls,
-    issuer_fingerprint,
-)
+from authz.revocation.loading import SourceUrls, issuer_fingerprint
+from authz.revocation.ocsp_source import CacheKey, OcspChecker, OcspConfig
 from authz.revocation.prefetch import Prefetcher, Target
+from authz.revocation.status import RevocationOutcome, RevocationSource
 from authz.service import logs, workers
 from authz.service import ops_http as http
 from authz.service.checks import CheckService
@@ -140,7 +135,7 @@ class Service:
         self.sources = sources
         self.session = session
         self.metrics = metrics
-        self.cache = SingleFlightCache[CacheKey, OcspOutcome](settings.ocsp_cache_size)
+        self.cache = SingleFlightCache[CacheKey, RevocationOutcome](settings.ocsp_cache_size)
         self.crl_cache = SingleFlightCache[CrlKey, CrlLoad](CRL_CACHE_SIZE)
         metrics.watch_cache_size(lambda: len(self.cache))
         self.settings = settings
@@ -158,7 +153,7 @@ class Service:
         crl = CrlChecker(crl_fetcher, self.crl_cache, crl_config(settings), self.metrics)
         self.checkers = (checker, crl)
         self.prefetch_targets = (
-            Target(self.cache, checker.prefetch, lambda outcome: outcome.responder),
+            Target(self.cache, checker.prefetch, lambda outcome: outcome.url),
             Target(self.crl_cache, crl.prefetch, lambda loaded: loaded.url),
         )
         by_name: dict[str, RevocationSource] = {"ocsp": checker, "crl": crl}

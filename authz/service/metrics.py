@@ -45,8 +45,9 @@ class Metrics:
         )
         self.ocsp_requests = Counter(
             "mtls_authz_ocsp_requests",
-            "OCSP requests sent, by responder and outcome (good, revoked, unknown or a failure).",
-            ["responder", "outcome"],
+            "Revocation fetches by source (ocsp, crl), responder and outcome (good, revoked, "
+            "unknown, loaded, or a failure).",
+            ["responder", "outcome", "source"],
             registry=registry,
         )
         self.ocsp_duration = Histogram(
@@ -138,9 +139,9 @@ class Metrics:
         self._responders.add(label)
         return label
 
-    def observe_ocsp_request(self, url: str, outcome: str, seconds: float) -> None:
+    def observe_revocation_fetch(self, source: str, url: str, outcome: str, seconds: float) -> None:
         label = self.responder(url)
-        self.ocsp_requests.labels(responder=label, outcome=outcome).inc()
+        self.ocsp_requests.labels(responder=label, outcome=outcome, source=source).inc()
         self.ocsp_duration.labels(responder=label).observe(seconds)
 
     def observe_cache_lookup(self, result: str) -> None:

@@ -10,8 +10,12 @@ from authz.core.modes import RevocationMode
 from authz.core.reasons import Reason
 from authz.core.verdict import REVOCATION_HEADER
 from authz.demo.pki import LabPki
-from authz.revocation.ocsp import CertStatus, OcspError, OcspFailure, OcspStatus
-from authz.revocation.ocsp_source import OcspOutcome
+from authz.revocation.status import (
+    CertStatus,
+    RevocationFailure,
+    RevocationOutcome,
+    RevocationStatus,
+)
 
 NOW = dt.datetime.now(dt.UTC)
 
@@ -21,14 +25,14 @@ def allowed(pki: LabPki) -> Decision:
     return Decision(True, leaf=pki.client("a").cert, issuer=pki.issuing.cert)
 
 
-def status(kind: CertStatus, **kwargs: object) -> OcspOutcome:
-    return OcspOutcome(
+def status(kind: CertStatus, **kwargs: object) -> RevocationOutcome:
+    return RevocationOutcome(
         "http://r/",
-        status=OcspStatus(kind, NOW, None, NOW + dt.timedelta(minutes=5), **kwargs),  # type: ignore[arg-type]
+        status=RevocationStatus(kind, NOW, None, NOW + dt.timedelta(minutes=5), **kwargs),  # type: ignore[arg-type]
     )
 
 
-FAILED = OcspOutcome("http://r/", error=OcspError(OcspFailure.TIMEOUT, "slow"))
+FAILED = RevocationOutcome("http://r/", failure=RevocationFailure.TIMEOUT, detail="slow")
 
 
 @pytest.mark.parametrize("mode", [RevocationMode.REQUIRE, RevocationMode.SOFT_FAIL])
@@ -74,7 +78,9 @@ def test_no_source(allowed: Decision) -> None:
 
 
 def test_a_responder_that_may_not_be_asked_is_no_revocation_source(allowed: Decision) -> None:
-    outcome = OcspOutcome("http://x/", error=OcspError(OcspFailure.RESPONDER_NOT_ALLOWED, "no"))
+    outcome = RevocationOutcome(
+        "http://x/", failure=RevocationFailure.RESPONDER_NOT_ALLOWED, detail="no"
+    )
     required = apply_outcome(allowed, outcome, RevocationMode.REQUIRE)
     assert required.reason is Reason.NO_REVOCATION_SOURCE
     assert "ocsp_allowed_hosts" in required.message

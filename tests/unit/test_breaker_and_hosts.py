@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from authz.revocation.fetch import CircuitBreaker
-from authz.revocation.ocsp_source import host_allowed
+from authz.revocation.loading import host_allowed
 
 
 class Clock:

@@ -11,7 +11,7 @@ import pytest
 
 from authz.cli import main
 from authz.demo.pki import Identity, LabPki, pem_bundle
-from authz.revocation.ocsp import CertStatus
+from authz.revocation.status import CertStatus
 from tests.ocsp_responder import OcspResponder, build_response
 
 

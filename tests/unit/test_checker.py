@@ -7,13 +7,13 @@ import pytest
 from authz.core.names import name_key, parse_dn
 from authz.demo.pki import Identity, LabPki
 from authz.revocation.cache import Lookup, SingleFlightCache
-from authz.revocation.ocsp import CertStatus, OcspError, OcspFailure
-from authz.revocation.ocsp_source import (
-    CacheKey,
-    OcspChecker,
-    OcspConfig,
-    OcspOutcome,
-    aia_ocsp_urls,
+from authz.revocation.ocsp import aia_ocsp_urls
+from authz.revocation.ocsp_source import CacheKey, OcspChecker, OcspConfig
+from authz.revocation.status import (
+    CertStatus,
+    RevocationError,
+    RevocationFailure,
+    RevocationOutcome,
 )
 from tests.ocsp_responder import build_response
 
@@ -23,14 +23,14 @@ NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
 class FakeFetcher:
     """Answers with prepared bytes or raises; counts calls."""
 
-    def __init__(self, answer: bytes | OcspError) -> None:
+    def __init__(self, answer: bytes | RevocationError) -> None:
         self.answer = answer
         self.calls: list[str] = []
         self.unusable_from: list[str] = []
 
     async def fetch(self, url: str, request_der: bytes) -> bytes:
         self.calls.append(url)
-        if isinstance(self.answer, OcspError):
+        if isinstance(self.answer, RevocationError):
             raise self.answer
         return self.answer
 
@@ -42,7 +42,7 @@ class FakeFetcher:
 
 
 def checker(fetcher: FakeFetcher, **config: object) -> OcspChecker:
-    cache: SingleFlightCache[CacheKey, OcspOutcome] = SingleFlightCache(100)
+    cache: SingleFlightCache[CacheKey, RevocationOutcome] = SingleFlightCache(100)
     return OcspChecker(fetcher, cache, OcspConfig(**config), now=lambda: NOW)  # type: ignore[arg-type]
 
 
@@ -101,11 +101,11 @@ async def test_revoked_is_kept_until_the_certificate_expires(pki: LabPki) -> Non
 
 async def test_failures_are_outcomes_not_exceptions(pki: LabPki) -> None:
     leaf = pki.client("f")
-    fetcher = FakeFetcher(OcspError(OcspFailure.TIMEOUT, "slow"))
+    fetcher = FakeFetcher(RevocationError(RevocationFailure.TIMEOUT, "slow"))
     check = checker(fetcher, failure_ttl=5)
     outcome, _ = await check.check(leaf.cert, pki.issuing.cert, "http://r/")
     assert outcome.status is None
-    assert outcome.error is not None and outcome.error.failure is OcspFailure.TIMEOUT
+    assert outcome.failure is RevocationFailure.TIMEOUT
     assert (await check.check(leaf.cert, pki.issuing.cert, "http://r/"))[1] is Lookup.HIT
     assert len(fetcher.calls) == 1
 
@@ -114,8 +114,10 @@ async def test_unverifiable_response_is_a_failure(pki: LabPki) -> None:
     leaf = pki.client("u")
     forged = build_response((leaf.cert, pki.issuing.cert), pki.foreign, by_key=False)
     outcome, _ = await checker(FakeFetcher(forged)).check(leaf.cert, pki.issuing.cert, "http://r/")
-    assert outcome.error is not None
-    assert outcome.error.failure in (OcspFailure.BAD_SIGNATURE, OcspFailure.SIGNER_NOT_FOUND)
+    assert outcome.failure in (
+        RevocationFailure.BAD_SIGNATURE,
+        RevocationFailure.SIGNER_NOT_FOUND,
+    )
 
 
 async def test_nonce_is_sent_when_configured(pki: LabPki) -> None:
@@ -124,7 +126,7 @@ async def test_nonce_is_sent_when_configured(pki: LabPki) -> None:
     plain = FakeFetcher(response(leaf, pki))
     assert (await checker(plain).check(leaf.cert, pki.issuing.cert, "http://r/"))[0].status
     outcome, _ = await checker(plain, nonce=True).check(leaf.cert, pki.issuing.cert, "http://r/")
-    assert outcome.error is not None and outcome.error.failure is OcspFailure.NONCE_MISMATCH
+    assert outcome.failure is RevocationFailure.NONCE_MISMATCH
 
 
 @pytest.mark.parametrize("hash_name", ["sha1", "sha256"])
@@ -142,7 +144,7 @@ async def test_aia_responder_outside_the_allow_list_is_never_asked(pki: LabPki) 
     url = check.responder_url(leaf.cert)
     assert url is not None
     outcome, _ = await check.check(leaf.cert, pki.issuing.cert, url)
-    assert outcome.error is not None and outcome.error.failure is OcspFailure.RESPONDER_NOT_ALLOWED
+    assert outcome.failure is RevocationFailure.RESPONDER_NOT_ALLOWED
     assert fetcher.calls == []
 
 

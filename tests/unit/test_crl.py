@@ -12,7 +12,7 @@ from cryptography.x509.oid import ObjectIdentifier
 
 from authz.demo.pki import Identity, LabPki
 from authz.revocation.crl import crl_urls, verify_crl
-from authz.revocation.ocsp import CertStatus, OcspError, OcspFailure
+from authz.revocation.status import CertStatus, RevocationError, RevocationFailure
 
 NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
 
@@ -48,8 +48,8 @@ def build_crl(
     return crl.public_bytes(Encoding.PEM if pem else Encoding.DER)
 
 
-def failure(data: bytes, issuer: Identity) -> OcspFailure:
-    with pytest.raises(OcspError) as info:
+def failure(data: bytes, issuer: Identity) -> RevocationFailure:
+    with pytest.raises(RevocationError) as info:
         verify_crl(data, issuer.cert, NOW)
     return info.value.failure
 
@@ -74,41 +74,41 @@ def test_pem_and_der_both_load(pki: LabPki) -> None:
 
 
 def test_signed_by_another_key_with_the_same_name(pki: LabPki) -> None:
-    assert failure(build_crl(pki.foreign), pki.issuing) is OcspFailure.BAD_SIGNATURE
+    assert failure(build_crl(pki.foreign), pki.issuing) is RevocationFailure.BAD_SIGNATURE
 
 
 def test_another_issuers_crl(pki: LabPki) -> None:
-    assert failure(build_crl(pki.other), pki.issuing) is OcspFailure.UNAUTHORIZED_SIGNER
+    assert failure(build_crl(pki.other), pki.issuing) is RevocationFailure.UNAUTHORIZED_SIGNER
 
 
 def test_stale_and_future(pki: LabPki) -> None:
     stale = build_crl(
         pki.issuing, last=NOW - dt.timedelta(hours=3), next_=NOW - dt.timedelta(hours=1)
     )
-    assert failure(stale, pki.issuing) is OcspFailure.STALE
+    assert failure(stale, pki.issuing) is RevocationFailure.STALE
     future = build_crl(pki.issuing, last=NOW + dt.timedelta(hours=1))
-    assert failure(future, pki.issuing) is OcspFailure.NOT_YET_VALID
+    assert failure(future, pki.issuing) is RevocationFailure.NOT_YET_VALID
 
 
 def test_delta_and_partitioned_crls_are_refused(pki: LabPki) -> None:
     delta = build_crl(pki.issuing, extensions=[(x509.DeltaCRLIndicator(1), True)])
-    assert failure(delta, pki.issuing) is OcspFailure.UNSUPPORTED
+    assert failure(delta, pki.issuing) is RevocationFailure.UNSUPPORTED
     idp = x509.IssuingDistributionPoint(None, None, True, False, None, False, False)
     partitioned = build_crl(pki.issuing, extensions=[(idp, True)])
-    assert failure(partitioned, pki.issuing) is OcspFailure.UNSUPPORTED
+    assert failure(partitioned, pki.issuing) is RevocationFailure.UNSUPPORTED
 
 
 def test_unknown_critical_extension_is_refused(pki: LabPki) -> None:
     unknown = x509.UnrecognizedExtension(ObjectIdentifier("1.3.6.1.4.1.55555.9"), b"\x05\x00")
     assert (
         failure(build_crl(pki.issuing, extensions=[(unknown, True)]), pki.issuing)
-        is OcspFailure.CRITICAL_EXTENSION
+        is RevocationFailure.CRITICAL_EXTENSION
     )
     assert verify_crl(build_crl(pki.issuing, extensions=[(unknown, False)]), pki.issuing.cert, NOW)
 
 
 def test_garbage(pki: LabPki) -> None:
-    assert failure(b"not a crl", pki.issuing) is OcspFailure.UNPARSABLE
+    assert failure(b"not a crl", pki.issuing) is RevocationFailure.UNPARSABLE
 
 
 def test_distribution_points(pki: LabPki) -> None:

@@ -30,7 +30,7 @@ def expressions() -> list[str]:
 
 def exported_series() -> set[str]:
     metrics = Metrics(CollectorRegistry())
-    metrics.observe_ocsp_request("http://r/", "good", 0.1)
+    metrics.observe_revocation_fetch("ocsp", "http://r/", "good", 0.1)
     metrics.observe_cache_lookup("hit")
     text = generate_latest(metrics.registry).decode()
     return {

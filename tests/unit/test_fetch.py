@@ -16,7 +16,8 @@ from cryptography.x509 import ocsp
 from authz.demo.pki import LabPki
 from authz.demo.processes import free_port
 from authz.revocation.fetch import MAX_GET_REQUEST_CHARS, HttpFetcher, get_url, responder_label
-from authz.revocation.ocsp import OcspError, OcspFailure, build_query
+from authz.revocation.ocsp import build_query
+from authz.revocation.status import RevocationError, RevocationFailure
 from tests.ocsp_responder import Mode, OcspResponder
 
 TIMEOUT = 1.0
@@ -32,8 +33,8 @@ def request_der(pki: LabPki, nonce: bool = False) -> bytes:
     return build_query(pki.client("fetch").cert, pki.issuing.cert, with_nonce=nonce).der
 
 
-async def failure_of(fetcher: HttpFetcher, url: str, der: bytes) -> OcspFailure:
-    with pytest.raises(OcspError) as info:
+async def failure_of(fetcher: HttpFetcher, url: str, der: bytes) -> RevocationFailure:
+    with pytest.raises(RevocationError) as info:
         await fetcher.fetch(url, der)
     return info.value.failure
 
@@ -78,16 +79,19 @@ def test_responder_label() -> None:
 @pytest.mark.parametrize(
     ("mode", "expected"),
     [
-        (Mode.HTTP_500, OcspFailure.HTTP_ERROR),
-        (Mode.REDIRECT, OcspFailure.HTTP_ERROR),
-        (Mode.HUGE, OcspFailure.TOO_LARGE),
-        (Mode.HANG, OcspFailure.TIMEOUT),
-        (Mode.TRICKLE, OcspFailure.TIMEOUT),  # bytes keep coming, but the total time is bounded
+        (Mode.HTTP_500, RevocationFailure.HTTP_ERROR),
+        (Mode.REDIRECT, RevocationFailure.HTTP_ERROR),
+        (Mode.HUGE, RevocationFailure.TOO_LARGE),
+        (Mode.HANG, RevocationFailure.TIMEOUT),
+        (
+            Mode.TRICKLE,
+            RevocationFailure.TIMEOUT,
+        ),  # bytes keep coming, but the total time is bounded
     ],
 )
 async def test_responder_misbehaviour(
     mode: Mode,
-    expected: OcspFailure,
+    expected: RevocationFailure,
     fetcher: HttpFetcher,
     fresh_responder: OcspResponder,
     pki: LabPki,
@@ -100,7 +104,7 @@ async def test_responder_misbehaviour(
 
 async def test_connection_refused_is_a_network_failure(fetcher: HttpFetcher, pki: LabPki) -> None:
     url = f"http://127.0.0.1:{free_port()}/"
-    assert await failure_of(fetcher, url, request_der(pki)) is OcspFailure.NETWORK
+    assert await failure_of(fetcher, url, request_der(pki)) is RevocationFailure.NETWORK
 
 
 async def test_per_responder_concurrency_is_limited(pki: LabPki) -> None:
@@ -122,6 +126,6 @@ async def test_a_dead_responder_trips_the_breaker_and_is_not_asked(pki: LabPki) 
             fetcher = HttpFetcher(session, TIMEOUT)
             der = request_der(pki)
             failures = [await failure_of(fetcher, broken.url, der) for _ in range(8)]
-    assert failures[:5] == [OcspFailure.HTTP_ERROR] * 5
-    assert failures[5:] == [OcspFailure.CIRCUIT_OPEN] * 3
+    assert failures[:5] == [RevocationFailure.HTTP_ERROR] * 5
+    assert failures[5:] == [RevocationFailure.CIRCUIT_OPEN] * 3
     assert broken.requests == 5

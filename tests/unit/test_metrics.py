@@ -39,7 +39,7 @@ def test_responder_labels_are_host_port_and_bounded() -> None:
     assert Metrics(CollectorRegistry()).responder("http://ocsp.lab:8080/p?x") == "ocsp.lab:8080"
     metrics = Metrics(CollectorRegistry())
     for i in range(MAX_RESPONDER_LABELS + 10):
-        metrics.observe_ocsp_request(f"http://r{i}.lab/", "good", 0.01)
+        metrics.observe_revocation_fetch("ocsp", f"http://r{i}.lab/", "good", 0.01)
     labels = {
         sample.labels["responder"]
         for family in metrics.registry.collect()
@@ -79,7 +79,7 @@ def test_build_info_and_reloads() -> None:
 def test_exposition_passes_promtool(pki: LabPki) -> None:
     metrics = Metrics(CollectorRegistry())
     metrics.observe_decision(True, None, 0.001)
-    metrics.observe_ocsp_request("http://ocsp.lab/", "good", 0.01)
+    metrics.observe_revocation_fetch("ocsp", "http://ocsp.lab/", "good", 0.01)
     metrics.observe_cache_lookup("hit")
     metrics.observe_trust_bundle(TrustBundle.from_certificates([pki.root.cert]))
     done = subprocess.run(

@@ -14,15 +14,13 @@ from cryptography.x509.oid import ObjectIdentifier
 
 from authz.demo.pki import Identity, LabPki, make_ca, make_leaf, make_ocsp_signer
 from authz.revocation.ocsp import (
-    CertStatus,
-    OcspError,
-    OcspFailure,
     OcspQuery,
     build_query,
     check_signature,
     find_signer,
     verify_response,
 )
+from authz.revocation.status import CertStatus, RevocationError, RevocationFailure
 from tests.ocsp_responder import CertIdFields, build_response, unsuccessful
 
 NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
@@ -44,8 +42,8 @@ def verify(der: bytes, query: OcspQuery, pki: LabPki, now: dt.datetime = NOW) ->
     return verify_response(der, query, pki.issuing.cert, now, skew=SKEW, max_age=MAX_AGE)
 
 
-def failure(der: bytes, query: OcspQuery, pki: LabPki, now: dt.datetime = NOW) -> OcspFailure:
-    with pytest.raises(OcspError) as info:
+def failure(der: bytes, query: OcspQuery, pki: LabPki, now: dt.datetime = NOW) -> RevocationFailure:
+    with pytest.raises(RevocationError) as info:
         verify(der, query, pki, now)
     return info.value.failure
 
@@ -96,12 +94,12 @@ def test_unknown(leaf: Identity, pki: LabPki, query: OcspQuery) -> None:
 def test_every_unsuccessful_status_fails(
     status: ocsp.OCSPResponseStatus, pki: LabPki, query: OcspQuery
 ) -> None:
-    assert failure(unsuccessful(status), query, pki) is OcspFailure.UNSUCCESSFUL
+    assert failure(unsuccessful(status), query, pki) is RevocationFailure.UNSUCCESSFUL
 
 
 @pytest.mark.parametrize("der", [b"", b"garbage", b"\x30\x03\x02\x01\x00", b"\x30" * 1000])
 def test_garbage_bytes_are_unparsable(der: bytes, pki: LabPki, query: OcspQuery) -> None:
-    assert failure(der, query, pki) is OcspFailure.UNPARSABLE
+    assert failure(der, query, pki) is RevocationFailure.UNPARSABLE
 
 
 # -- who signed -----------------------------------------------------------------------------------
@@ -120,7 +118,7 @@ def test_delegated_signer_without_the_eku_is_unauthorized(
 ) -> None:
     delegate = make_ocsp_signer(pki.issuing, with_eku=False)
     der = build_response((leaf.cert, pki.issuing.cert), delegate)
-    assert failure(der, query, pki) is OcspFailure.UNAUTHORIZED_SIGNER
+    assert failure(der, query, pki) is RevocationFailure.UNAUTHORIZED_SIGNER
 
 
 def test_delegated_signer_from_another_ca_is_unauthorized(
@@ -129,7 +127,7 @@ def test_delegated_signer_from_another_ca_is_unauthorized(
     # A genuine OCSP signer, with the EKU, but issued by a sibling CA under the same root.
     delegate = make_ocsp_signer(pki.other)
     der = build_response((leaf.cert, pki.issuing.cert), delegate)
-    assert failure(der, query, pki) is OcspFailure.UNAUTHORIZED_SIGNER
+    assert failure(der, query, pki) is RevocationFailure.UNAUTHORIZED_SIGNER
 
 
 def test_delegated_signer_from_a_ca_copying_the_issuer_dn_is_unauthorized(
@@ -137,7 +135,7 @@ def test_delegated_signer_from_a_ca_copying_the_issuer_dn_is_unauthorized(
 ) -> None:
     delegate = make_ocsp_signer(pki.foreign)
     der = build_response((leaf.cert, pki.issuing.cert), delegate)
-    assert failure(der, query, pki) is OcspFailure.UNAUTHORIZED_SIGNER
+    assert failure(der, query, pki) is RevocationFailure.UNAUTHORIZED_SIGNER
 
 
 def test_expired_delegated_signer_is_unauthorized(
@@ -150,7 +148,7 @@ def test_expired_delegated_signer_is_unauthorized(
     fresh = build_response(
         (leaf.cert, pki.issuing.cert), delegate, this_update=after_expiry - dt.timedelta(minutes=1)
     )
-    assert failure(fresh, query, pki, now=after_expiry) is OcspFailure.UNAUTHORIZED_SIGNER
+    assert failure(fresh, query, pki, now=after_expiry) is RevocationFailure.UNAUTHORIZED_SIGNER
     assert verify(der, query, pki).status is CertStatus.GOOD  # type: ignore[attr-defined]
 
 
@@ -160,14 +158,14 @@ def test_signature_by_a_different_key_fails(leaf: Identity, pki: LabPki, query: 
     der = build_response(
         (leaf.cert, pki.issuing.cert), pki.foreign, by_key=False, include_signer=False
     )
-    assert failure(der, query, pki) is OcspFailure.BAD_SIGNATURE
+    assert failure(der, query, pki) is RevocationFailure.BAD_SIGNATURE
 
 
 def test_tampered_response_fails(leaf: Identity, pki: LabPki, query: OcspQuery) -> None:
     der = build_response((leaf.cert, pki.issuing.cert), pki.issuing, include_signer=False)
     tampered = der.replace(leaf.cert.serial_number.to_bytes(20, "big")[-8:], b"\x00" * 8)
     assert tampered != der
-    assert failure(tampered, query, pki) is OcspFailure.BAD_SIGNATURE
+    assert failure(tampered, query, pki) is RevocationFailure.BAD_SIGNATURE
 
 
 def test_signer_named_by_a_key_hash_nobody_has(
@@ -175,7 +173,7 @@ def test_signer_named_by_a_key_hash_nobody_has(
 ) -> None:
     delegate = make_ocsp_signer(pki.issuing)
     der = build_response((leaf.cert, pki.issuing.cert), delegate, include_signer=False)
-    assert failure(der, query, pki) is OcspFailure.SIGNER_NOT_FOUND
+    assert failure(der, query, pki) is RevocationFailure.SIGNER_NOT_FOUND
 
 
 def test_signer_found_by_name(leaf: Identity, pki: LabPki, query: OcspQuery) -> None:
@@ -216,12 +214,12 @@ def test_cert_id_mismatch_on_each_field(field: str, pki: LabPki, query: OcspQuer
     variants = cert_id_variants(query)
     assert verify(build_response(variants["exact"], pki.issuing), query, pki)
     der = build_response(variants[field], pki.issuing)
-    assert failure(der, query, pki) is OcspFailure.CERT_ID_MISMATCH
+    assert failure(der, query, pki) is RevocationFailure.CERT_ID_MISMATCH
 
 
 def test_cert_id_hash_algorithm_must_match(leaf: Identity, pki: LabPki, query: OcspQuery) -> None:
     der = build_response((leaf.cert, pki.issuing.cert), pki.issuing, hash_name="sha256")
-    assert failure(der, query, pki) is OcspFailure.CERT_ID_MISMATCH
+    assert failure(der, query, pki) is RevocationFailure.CERT_ID_MISMATCH
 
 
 def test_sha256_cert_id_when_asked(leaf: Identity, pki: LabPki) -> None:
@@ -235,7 +233,7 @@ def test_answer_about_a_certificate_with_the_same_serial_from_another_ca(
 ) -> None:
     same_serial = make_leaf("twin", pki.other, serial=leaf.cert.serial_number)
     der = build_response((same_serial.cert, pki.other.cert), pki.issuing)
-    assert failure(der, query, pki) is OcspFailure.CERT_ID_MISMATCH
+    assert failure(der, query, pki) is RevocationFailure.CERT_ID_MISMATCH
 
 
 # -- time -----------------------------------------------------------------------------------------
@@ -252,7 +250,7 @@ def respond_at(
 def test_stale_after_next_update_plus_skew(leaf: Identity, pki: LabPki, query: OcspQuery) -> None:
     next_update = NOW - SKEW - dt.timedelta(seconds=1)
     der = respond_at(leaf, pki, next_update - dt.timedelta(hours=1), next_update)
-    assert failure(der, query, pki) is OcspFailure.STALE
+    assert failure(der, query, pki) is RevocationFailure.STALE
 
 
 def test_within_skew_after_next_update_is_accepted(
@@ -267,13 +265,13 @@ def test_this_update_in_the_future_beyond_skew(
     leaf: Identity, pki: LabPki, query: OcspQuery
 ) -> None:
     der = respond_at(leaf, pki, NOW + SKEW + dt.timedelta(seconds=5), True)
-    assert failure(der, query, pki) is OcspFailure.NOT_YET_VALID
+    assert failure(der, query, pki) is RevocationFailure.NOT_YET_VALID
     assert verify(respond_at(leaf, pki, NOW + SKEW - dt.timedelta(seconds=5), True), query, pki)
 
 
 def test_next_update_before_this_update(leaf: Identity, pki: LabPki, query: OcspQuery) -> None:
     der = respond_at(leaf, pki, NOW - dt.timedelta(minutes=1), NOW - dt.timedelta(minutes=2))
-    assert failure(der, query, pki) is OcspFailure.BAD_VALIDITY
+    assert failure(der, query, pki) is RevocationFailure.BAD_VALIDITY
 
 
 def test_missing_next_update_is_valid_for_max_age_only(
@@ -282,7 +280,7 @@ def test_missing_next_update_is_valid_for_max_age_only(
     recent = verify(respond_at(leaf, pki, NOW - dt.timedelta(seconds=10), None), query, pki)
     assert recent.valid_until == NOW - dt.timedelta(seconds=10) + MAX_AGE  # type: ignore[attr-defined]
     old = respond_at(leaf, pki, NOW - MAX_AGE - SKEW - dt.timedelta(seconds=1), None)
-    assert failure(old, query, pki) is OcspFailure.STALE
+    assert failure(old, query, pki) is RevocationFailure.STALE
 
 
 # -- nonce and extensions -------------------------------------------------------------------------
@@ -298,9 +296,9 @@ def test_nonce_echoed(leaf: Identity, pki: LabPki) -> None:
 def test_nonce_missing_or_different(leaf: Identity, pki: LabPki) -> None:
     nonce_query = build_query(leaf.cert, pki.issuing.cert, with_nonce=True)
     missing = build_response((leaf.cert, pki.issuing.cert), pki.issuing)
-    assert failure(missing, nonce_query, pki) is OcspFailure.NONCE_MISMATCH
+    assert failure(missing, nonce_query, pki) is RevocationFailure.NONCE_MISMATCH
     other = build_response((leaf.cert, pki.issuing.cert), pki.issuing, nonce=b"x" * 32)
-    assert failure(other, nonce_query, pki) is OcspFailure.NONCE_MISMATCH
+    assert failure(other, nonce_query, pki) is RevocationFailure.NONCE_MISMATCH
 
 
 def test_unknown_critical_extension_is_rejected(
@@ -310,7 +308,7 @@ def test_unknown_critical_extension_is_rejected(
     critical = build_response(
         (leaf.cert, pki.issuing.cert), pki.issuing, extensions=[(unknown, True)]
     )
-    assert failure(critical, query, pki) is OcspFailure.CRITICAL_EXTENSION
+    assert failure(critical, query, pki) is RevocationFailure.CRITICAL_EXTENSION
     harmless = build_response(
         (leaf.cert, pki.issuing.cert), pki.issuing, extensions=[(unknown, False)]
     )
@@ -339,10 +337,10 @@ def test_real_world_vectors_are_present() -> None:
 def test_real_world_response_is_never_accepted_for_another_issuer(
     path: Path, pki: LabPki, query: OcspQuery
 ) -> None:
-    with pytest.raises(OcspError) as info:
+    with pytest.raises(RevocationError) as info:
         verify(path.read_bytes(), query, pki)
     if path.name in DELEGATED:
-        assert info.value.failure is OcspFailure.UNAUTHORIZED_SIGNER
+        assert info.value.failure is RevocationFailure.UNAUTHORIZED_SIGNER
 
 
 @pytest.mark.parametrize("name", sorted(DELEGATED))
@@ -364,8 +362,8 @@ def test_max_response_age_bounds_an_old_answer_with_a_far_next_update(
         this_update=NOW - dt.timedelta(days=2), next_update=NOW + dt.timedelta(days=5),
     )  # fmt: skip
     assert verify_response(old, query, pki.issuing.cert, NOW).status is CertStatus.GOOD
-    with pytest.raises(OcspError) as refused:
+    with pytest.raises(RevocationError) as refused:
         verify_response(old, query, pki.issuing.cert, NOW, max_response_age=86400)
-    assert refused.value.failure is OcspFailure.STALE
+    assert refused.value.failure is RevocationFailure.STALE
     fresh = verify_response(old, query, pki.issuing.cert, NOW, max_response_age=3 * 86400)
     assert fresh.status is CertStatus.GOOD

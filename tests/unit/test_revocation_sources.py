@@ -14,8 +14,8 @@ from authz.core.trust import TrustBundle
 from authz.demo.pki import Identity, LabPki, make_ocsp_signer
 from authz.revocation.cache import Lookup, SingleFlightCache
 from authz.revocation.crl_source import CrlChecker, CrlConfig, CrlKey, CrlLoad
-from authz.revocation.ocsp import OcspFailure
-from authz.revocation.ocsp_source import CacheKey, OcspChecker, OcspConfig, OcspOutcome
+from authz.revocation.ocsp_source import CacheKey, OcspChecker, OcspConfig
+from authz.revocation.status import RevocationFailure, RevocationOutcome
 from tests.ocsp_responder import build_response
 from tests.support import envoy_field
 from tests.unit.test_checker import NOW, FakeFetcher
@@ -30,7 +30,7 @@ def crl_checker(fetcher: FakeFetcher, **config: object) -> CrlChecker:
 
 
 def ocsp_checker(fetcher: FakeFetcher, **config: object) -> OcspChecker:
-    cache: SingleFlightCache[CacheKey, OcspOutcome] = SingleFlightCache(100)
+    cache: SingleFlightCache[CacheKey, RevocationOutcome] = SingleFlightCache(100)
     return OcspChecker(fetcher, cache, OcspConfig(**config), now=lambda: NOW)  # type: ignore[arg-type]
 
 
@@ -60,7 +60,7 @@ async def test_a_crl_distribution_point_outside_the_allow_list_is_never_fetched(
     url = check.source_url(leaf.cert)
     assert url == METADATA
     outcome, _ = await check.check(leaf.cert, pki.issuing.cert, url)
-    assert outcome.error is not None and outcome.error.failure is OcspFailure.RESPONDER_NOT_ALLOWED
+    assert outcome.failure is RevocationFailure.RESPONDER_NOT_ALLOWED
     assert fetcher.calls == []
 
 
@@ -102,7 +102,7 @@ async def test_an_ocsp_signer_name_that_cannot_be_decoded_is_a_cached_failure(
     check = ocsp_checker(fetcher, failure_ttl=5)
     outcome, _ = await check.check(leaf.cert, pki.issuing.cert, "http://r/")
     assert outcome.status is None
-    assert outcome.error is not None and outcome.error.failure is OcspFailure.UNPARSABLE
+    assert outcome.failure is RevocationFailure.UNPARSABLE
     assert (await check.check(leaf.cert, pki.issuing.cert, "http://r/"))[1] is Lookup.HIT
     assert fetcher.calls == ["http://r/"]  # remembered for failure_ttl, not fetched per Check
     assert fetcher.unusable_from == ["http://r/"]  # the responder's breaker counts it
@@ -131,7 +131,7 @@ async def test_a_crl_issuer_name_that_cannot_be_decoded_is_a_cached_failure(pki:
     fetcher = FakeFetcher(undecodable(build_crl(pki.issuing), b"Lab Issuing CA"))
     check = crl_checker(fetcher)
     outcome, _ = await check.check(leaf.cert, pki.issuing.cert, "http://crl/")
-    assert outcome.error is not None and outcome.error.failure is OcspFailure.UNPARSABLE
+    assert outcome.failure is RevocationFailure.UNPARSABLE
     assert (await check.check(leaf.cert, pki.issuing.cert, "http://crl/"))[1] is Lookup.HIT
     assert fetcher.calls == ["http://crl/"]
     assert fetcher.unusable_from == ["http://crl/"]
