@@ -15,7 +15,14 @@ from typing import Any
 from authz import __version__
 from authz.core.trust import TrustBundleError
 from authz.service import logs
-from authz.service.settings import OPTIONS, ConfigError, Settings, load_settings
+from authz.service.settings import (
+    ALIASES,
+    OPTIONS,
+    OPTIONS_BY_KEY,
+    ConfigError,
+    Settings,
+    load_settings,
+)
 
 log = logging.getLogger("authz")
 
@@ -33,14 +40,16 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="Serve Envoy's Authorization/Check over gRPC.")
     serve.add_argument("--config", type=Path, help="YAML configuration file.")
     for option in OPTIONS:
-        kwargs: dict[str, Any] = {"dest": option.key, "default": None, "help": option.help}
+        kwargs: dict[str, Any] = {"default": None}
         if option.kind is list:
             kwargs["action"] = "append"
         elif option.kind is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
         if option.choices:
             kwargs["choices"] = option.choices
-        serve.add_argument(option.flag_name, **kwargs)
+        serve.add_argument(option.flag_name, dest=option.key, help=option.help, **kwargs)
+        for alias, flag in zip(option.aliases, option.alias_flags, strict=True):
+            serve.add_argument(flag, dest=alias, help=argparse.SUPPRESS, **kwargs)
 
     validate = commands.add_parser(
         "validate-config", help="Check a configuration file (and the files it names) and exit."
@@ -132,7 +141,7 @@ def _load(config: Path | None, flags: dict[str, Any]) -> Settings:
 def _serve(args: argparse.Namespace, argv: list[str]) -> int:
     from authz.service.app import Sources, serve
 
-    flags = {option.key: getattr(args, option.key) for option in OPTIONS}
+    flags = {key: getattr(args, key) for key in (*OPTIONS_BY_KEY, *ALIASES)}
     sources = Sources(args.config, dict(os.environ), flags)
     try:
         settings = sources.load()
@@ -140,6 +149,8 @@ def _serve(args: argparse.Namespace, argv: list[str]) -> int:
         print(f"mtls-authz: configuration error: {e}", file=sys.stderr)
         return EXIT_CONFIG_ERROR
     logs.configure(settings.log_level, settings.log_format)
+    for warning in settings.deprecations:
+        log.warning("deprecated configuration: %s", warning)
     if settings.workers > 1:
         from authz.service.app import load_state
         from authz.service.workers import Supervisor
@@ -161,15 +172,16 @@ def _serve(args: argparse.Namespace, argv: list[str]) -> int:
 
 
 def _validate_config(path: Path) -> int:
-    from authz.service.app import load_state, ocsp_config
+    from authz.service.app import load_state
 
     try:
         settings = _load(path, {})
         state = load_state(settings)
-        ocsp_config(settings)
     except (ConfigError, TrustBundleError, ValueError) as e:
         print(f"{path}: invalid: {e}", file=sys.stderr)
         return EXIT_CONFIG_ERROR
+    for warning in settings.deprecations:
+        print(f"{path}: warning: {warning}", file=sys.stderr)
     count = len(state.trust.certificates)
     print(f"{path}: ok ({count} CA certificates, {len(settings.allowed_issuers)} allowed issuers)")
     return 0

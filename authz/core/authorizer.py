@@ -75,7 +75,7 @@ def no_source(decision: Decision, mode: RevocationMode, why: str = "no_source") 
     if mode is RevocationMode.SOFT_FAIL:
         return _unchecked(decision, why)
     message = (
-        "The certificate's OCSP responder is not one mtls-authz may ask (ocsp_allowed_hosts)."
+        "The certificate's OCSP responder is not one mtls-authz may ask (revocation_allowed_hosts)."
         if why == "responder_not_allowed"
         else "The certificate names no OCSP responder and none is configured for its issuer."
     )

@@ -10,23 +10,26 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from enum import StrEnum
+from typing import Any, TypeVar
 
 from cryptography import x509
 
 from authz.core.certificate import dns_and_uri_sans
-from authz.core.modes import deny_status_problem
+from authz.core.modes import EnforcementMode, RevocationMode, deny_status_problem
 from authz.core.names import parse_dn, subject_text
+
+StrEnumT = TypeVar("StrEnumT", bound=StrEnum)
 
 DEFAULT_POLICY = "default"
 POLICY_KEY = "policy"
-MODES = ("enforce", "audit")
-REVOCATION_MODES = ("require", "soft-fail", "off")
 _MATCHERS = (
     "subject_exact", "subject_prefix", "subject_regex",
     "san_exact", "san_prefix", "san_regex", "spiffe_trust_domain",
 )  # fmt: skip
-_POLICY_KEYS = ("allowed_issuers", "require", "ocsp", "deny_status", "mode")
+_POLICY_KEYS = ("allowed_issuers", "require", "revocation_mode", "deny_status", "mode")
+# Old policy keys still read, with a deprecation warning: old name → new name.
+POLICY_ALIASES = {"ocsp": "revocation_mode"}
 
 
 @dataclass(frozen=True)
@@ -58,9 +61,9 @@ class Requirement:
 class PolicySpec:
     allowed_issuers: tuple[str, ...]
     require: tuple[Requirement, ...] = ()
-    ocsp: str = "require"
+    revocation_mode: RevocationMode = RevocationMode.REQUIRE
     deny_status: int = 400
-    mode: str = "enforce"
+    mode: EnforcementMode = EnforcementMode.ENFORCE
 
     def subject_allowed(self, leaf: x509.Certificate) -> bool:
         """True when there are no requirements or any one of them matches."""
@@ -86,10 +89,21 @@ def parse_requirement(item: Any) -> Requirement:
     return Requirement(kind, value, pattern)
 
 
-def parse_policy(name: str, raw: Any, defaults: PolicySpec) -> PolicySpec:
-    """One policy from configuration; keys not given are the top-level settings."""
+def parse_policy(
+    name: str, raw: Any, defaults: PolicySpec, deprecated: list[str] | None = None
+) -> PolicySpec:
+    """One policy from configuration; keys not given are the top-level settings. Old key names
+    are read and said in `deprecated`."""
     if not isinstance(raw, Mapping):
         raise ValueError(f"policy {name!r}: expected a mapping")
+    raw = dict(raw)
+    for old, new in POLICY_ALIASES.items():
+        if old in raw:
+            if new in raw:
+                raise ValueError(f"policy {name!r}: give {new} only ({old} is its old name)")
+            raw[new] = raw.pop(old)
+            if deprecated is not None:
+                deprecated.append(f"policies.{name}.{old} is deprecated; use {new}")
     unknown = set(raw) - set(_POLICY_KEYS)
     if unknown:
         raise ValueError(
@@ -107,13 +121,9 @@ def parse_policy(name: str, raw: Any, defaults: PolicySpec) -> PolicySpec:
     requirements = raw.get("require", [])
     if not isinstance(requirements, list):
         raise ValueError(f"policy {name!r}: require must be a list")
-    ocsp = raw.get("ocsp", defaults.ocsp)
-    mode = raw.get("mode", defaults.mode)
+    revocation_mode = _choice(name, "revocation_mode", raw, defaults.revocation_mode)
+    mode = _choice(name, "mode", raw, defaults.mode)
     status = raw.get("deny_status", defaults.deny_status)
-    if ocsp not in REVOCATION_MODES:
-        raise ValueError(f"policy {name!r}: ocsp must be one of {', '.join(REVOCATION_MODES)}")
-    if mode not in MODES:
-        raise ValueError(f"policy {name!r}: mode must be one of {', '.join(MODES)}")
     problem = deny_status_problem(status)
     if problem:
         raise ValueError(f"policy {name!r}: deny_status {problem}")
@@ -121,14 +131,25 @@ def parse_policy(name: str, raw: Any, defaults: PolicySpec) -> PolicySpec:
         parsed = tuple(parse_requirement(r) for r in requirements)
     except ValueError as e:
         raise ValueError(f"policy {name!r}: {e}") from None
-    return PolicySpec(tuple(issuers), parsed, ocsp, status, mode)
+    return PolicySpec(tuple(issuers), parsed, revocation_mode, status, mode)
 
 
-def parse_policies(raw: Mapping[str, Any], defaults: PolicySpec) -> dict[str, PolicySpec]:
+def _choice(name: str, key: str, raw: Mapping[str, Any], default: StrEnumT) -> StrEnumT:
+    value = raw.get(key, default)
+    try:
+        return type(default)(value)
+    except ValueError:
+        choices = ", ".join(type(default))
+        raise ValueError(f"policy {name!r}: {key} must be one of {choices}") from None
+
+
+def parse_policies(
+    raw: Mapping[str, Any], defaults: PolicySpec, deprecated: list[str] | None = None
+) -> dict[str, PolicySpec]:
     """Every named policy plus `default` (the top-level settings, unless configured explicitly)."""
     policies = {DEFAULT_POLICY: defaults}
     for name, spec in raw.items():
         if not isinstance(name, str) or not name:
             raise ValueError(f"policy names must be non-empty strings, got {name!r}")
-        policies[name] = parse_policy(name, spec, defaults)
+        policies[name] = parse_policy(name, spec, defaults, deprecated)
     return policies

@@ -42,7 +42,7 @@ class CrlConfig:
     failure_ttl: float = 5.0
     overrides: Mapping[NameKey, str] | None = None
     allowed_hosts: tuple[str, ...] = ()
-    """Where a distribution point may point: the same list as for OCSP (ocsp_allowed_hosts)."""
+    """Where a distribution point may point: the same list as for OCSP."""
 
 
 class CrlChecker:

@@ -136,7 +136,8 @@ class SourceLoader:
         try:
             if not self._urls.permitted(url):
                 raise RevocationError(
-                    RevocationFailure.RESPONDER_NOT_ALLOWED, f"{url} is not in ocsp_allowed_hosts"
+                    RevocationFailure.RESPONDER_NOT_ALLOWED,
+                    f"{url} is not in revocation_allowed_hosts",
                 )
             body = await fetch()
             try:

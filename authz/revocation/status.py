@@ -46,7 +46,7 @@ class RevocationFailure(StrEnum):
     TOO_LARGE = "too_large"
     NETWORK = "network"
     CIRCUIT_OPEN = "circuit_open"  # the source failed repeatedly; not asked for a while
-    RESPONDER_NOT_ALLOWED = "responder_not_allowed"  # not in ocsp_allowed_hosts
+    RESPONDER_NOT_ALLOWED = "responder_not_allowed"  # not in revocation_allowed_hosts
 
 
 class RevocationError(Exception):

@@ -30,16 +30,15 @@ from authz.core.authorizer import Authorizer
 from authz.core.check import Runtime
 from authz.core.decision import State
 from authz.core.issuers import IssuerPolicy
-from authz.core.modes import RevocationMode
-from authz.core.names import NameKey, name_key, parse_dn
+from authz.core.modes import EnforcementMode, RevocationMode
 from authz.core.policies import DEFAULT_POLICY, PolicySpec
 from authz.core.trust import TrustBundle, TrustBundleError
 from authz.core.verdict import VerdictRules
 from authz.revocation.cache import SingleFlightCache
-from authz.revocation.crl_source import CrlChecker, CrlConfig, CrlKey, CrlLoad
+from authz.revocation.crl_source import CrlChecker, CrlKey, CrlLoad
 from authz.revocation.fetch import HttpFetcher
 from authz.revocation.loading import SourceUrls, issuer_fingerprint
-from authz.revocation.ocsp_source import CacheKey, OcspChecker, OcspConfig
+from authz.revocation.ocsp_source import CacheKey, OcspChecker
 from authz.revocation.prefetch import Prefetcher, Target
 from authz.revocation.status import RevocationOutcome, RevocationSource
 from authz.service import logs, workers
@@ -52,8 +51,6 @@ from authz.service.settings import (
     ConfigError,
     Settings,
     load_settings,
-    route_policies,
-    split_responder_override,
 )
 from authz.transports.grpc_check import AuthorizationServicer
 
@@ -71,40 +68,6 @@ def load_state(settings: Settings) -> State:
     return State(
         trust=TrustBundle.load(Path(settings.trust_bundle)),
         policy=IssuerPolicy.from_dns(settings.allowed_issuers),
-    )
-
-
-def per_issuer_urls(texts: Sequence[str]) -> dict[NameKey, str]:
-    """`ISSUER_DN=URL` settings, keyed by the normalised issuer name."""
-    urls = {}
-    for text in texts:
-        dn, url = split_responder_override(text)
-        urls[name_key(parse_dn(dn))] = url
-    return urls
-
-
-def ocsp_config(settings: Settings) -> OcspConfig:
-    overrides = per_issuer_urls(settings.ocsp_responders)
-    return OcspConfig(
-        hash_name=settings.ocsp_hash,
-        nonce=settings.ocsp_nonce,
-        skew=settings.ocsp_skew,
-        max_age=settings.ocsp_cache_max_age,
-        failure_ttl=settings.ocsp_failure_cache,
-        overrides=overrides,
-        allowed_hosts=settings.ocsp_allowed_hosts,
-        max_response_age=settings.ocsp_max_response_age,
-    )
-
-
-def crl_config(settings: Settings) -> CrlConfig:
-    overrides = per_issuer_urls(settings.crl_urls)
-    return CrlConfig(
-        skew=settings.ocsp_skew,
-        max_age=settings.crl_cache_max_age,
-        failure_ttl=settings.ocsp_failure_cache,
-        overrides=overrides,
-        allowed_hosts=settings.ocsp_allowed_hosts,
     )
 
 
@@ -148,24 +111,24 @@ class Service:
         fetcher = HttpFetcher(
             self.session, settings.ocsp_timeout, settings.ocsp_responder_concurrency
         )
-        checker = OcspChecker(fetcher, self.cache, ocsp_config(settings), self.metrics)
+        checker = OcspChecker(fetcher, self.cache, settings.ocsp_config, self.metrics)
         crl_fetcher = HttpFetcher(self.session, settings.crl_timeout)
-        crl = CrlChecker(crl_fetcher, self.crl_cache, crl_config(settings), self.metrics)
+        crl = CrlChecker(crl_fetcher, self.crl_cache, settings.crl_config, self.metrics)
         self.checkers = (checker, crl)
         self.prefetch_targets = (
             Target(self.cache, checker.prefetch, lambda outcome: outcome.url),
             Target(self.crl_cache, crl.prefetch, lambda loaded: loaded.url),
         )
         by_name: dict[str, RevocationSource] = {"ocsp": checker, "crl": crl}
-        sources = [by_name[name] for name in settings.revocation.split("-then-")]
+        sources = [by_name[name] for name in settings.revocation.order]
 
         def one(name: str, spec: PolicySpec, policy_state: State) -> Runtime:
-            mode = RevocationMode(spec.ocsp)
+            mode = spec.revocation_mode
             rules = VerdictRules(
                 cert_header=settings.cert_header,
                 cert_header_format=settings.cert_header_format,
                 deny_status=spec.deny_status,
-                retry_after=max(1, math.ceil(settings.ocsp_failure_cache)),
+                retry_after=max(1, math.ceil(settings.revocation_failure_cache)),
                 identity=settings.identity_headers,
                 verdict_cache_ttl=settings.verdict_cache_ttl,
                 policy=name,
@@ -173,9 +136,9 @@ class Service:
             authorizer = Authorizer(
                 policy_state, checker, mode, [] if mode is RevocationMode.OFF else sources
             )
-            return Runtime(authorizer, rules, audit=spec.mode == "audit")
+            return Runtime(authorizer, rules, audit=spec.mode is EnforcementMode.AUDIT)
 
-        specs = route_policies(vars(settings))
+        specs = dict(settings.route_specs)
         default_spec = specs.pop(DEFAULT_POLICY)
         if default_spec.require or tuple(default_spec.allowed_issuers) != settings.allowed_issuers:
             state = State(

@@ -1,25 +1,39 @@
 """Configuration: one frozen Settings from a YAML file, environment variables and flags.
 
-Precedence is flag > environment (`MTLS_AUTHZ_<KEY>`) > file > default. Every key is validated at
-start and an error names the key, where the value came from and what is wrong with it.
+Every key is declared once, as a field of `Settings` (type, default, help, flag, check, old
+names); the flags, environment variables and file keys are derived from it. Precedence is flag >
+environment (`MTLS_AUTHZ_<KEY>`) > file > default. Every key is validated and parsed once at
+start, and an error names the key, where the value came from and what is wrong with it. Old key
+names are still read, with a deprecation warning.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import ipaddress
 import re
+import typing
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from authz.core.identity import IDENTITY_NAMES
-from authz.core.modes import deny_status_problem
-from authz.core.names import parse_dn
+from authz.core.modes import (
+    EnforcementMode,
+    RevocationMode,
+    RevocationSources,
+    deny_status_problem,
+)
+from authz.core.names import NameKey, name_key, parse_dn
 from authz.core.policies import PolicySpec, parse_policies
 from authz.core.verdict import CertHeaderFormat
+from authz.revocation.crl_source import CrlConfig
+from authz.revocation.ocsp_source import OcspConfig
 
 ENV_PREFIX = "MTLS_AUTHZ_"
 MAX_CONFIG_BYTES = 1024 * 1024
@@ -123,163 +137,263 @@ def _check_hosts(values: list[str]) -> str | None:
     return None
 
 
-def _check_responders(values: list[str]) -> str | None:
-    for value in values:
-        try:
-            dn, _ = split_responder_override(value)
-            parse_dn(dn)
-        except ValueError as e:
-            return str(e)
-    return None
+@dataclass(frozen=True)
+class IssuerUrls:
+    """`ISSUER_DN=URL` settings: as written (for logs), and by normalised issuer name."""
+
+    texts: tuple[str, ...] = ()
+    by_issuer: Mapping[NameKey, str] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, texts: list[str]) -> IssuerUrls:
+        """Raises ValueError naming the entry that is not `ISSUER_DN=http(s)://URL`."""
+        by_issuer = {}
+        for text in texts:
+            dn, url = split_responder_override(text)
+            by_issuer[name_key(parse_dn(dn))] = url
+        return cls(tuple(texts), by_issuer)
+
+
+def _check_choice(name: str, choices: tuple[str, ...]) -> Callable[[str], str | None]:
+    def check(value: str) -> str | None:
+        return None if value in choices else f"{value!r} is not one of {', '.join(choices)}"
+
+    check.__name__ = f"_check_{name}"
+    return check
+
+
+_check_log_level = _check_choice("log_level", ("debug", "info", "warning", "error"))
+_check_log_format = _check_choice("log_format", ("json", "text"))
+_check_ocsp_hash = _check_choice("ocsp_hash", ("sha1", "sha256"))
+
+
+@dataclass(frozen=True)
+class Declared:
+    """What a setting's declaration adds to its field: help, flag, check, old names."""
+
+    help: str
+    flag: str = ""
+    check: Callable[[Any], str | None] | None = None
+    aliases: tuple[str, ...] = ()
+
+
+def setting(
+    default: Any,
+    help: str,
+    *,
+    flag: str = "",
+    check: Callable[[Any], str | None] | None = None,
+    aliases: tuple[str, ...] = (),
+) -> Any:
+    """Declare one configuration key as a field of Settings."""
+    declared = {"setting": Declared(help, flag, check, aliases)}
+    if isinstance(default, dict):
+        return field(default_factory=dict, metadata=declared)
+    return field(default=default, metadata=declared)
+
+
+# fmt: off
+@dataclass(frozen=True)
+class Settings:
+    listen: str = setting("127.0.0.1:9191", "gRPC listen address for Envoy's ext_authz calls.",
+                          check=_check_listen)
+    metrics_listen: str = setting(
+        "", "HTTP listen address for /metrics, /healthz and /readyz (empty: off).",
+        check=_check_optional_listen)
+    trust_bundle: str = setting(
+        "", "PEM file of the CA certificates that may issue client certificates.",
+        check=_check_required_path)
+    allowed_issuers: tuple[str, ...] = setting(
+        (), "Issuer DN allowed to issue client certificates (RFC 4514 or /slash/ form).",
+        flag="--allowed-issuer", check=_check_issuers)
+    cert_header: str = setting(
+        "X-Client-Cert", "Upstream header that carries the client certificate.",
+        check=_check_header)
+    cert_header_format: CertHeaderFormat = setting(CertHeaderFormat.BASE64_DER,
+                                                   "Encoding of the certificate header.")
+    identity_headers: tuple[str, ...] = setting(
+        (), "Identity headers to send upstream: " + ", ".join(IDENTITY_NAMES) + ".",
+        flag="--identity-header", check=_check_identity)
+    deny_status: int = setting(400, "HTTP status of a refused request.", check=deny_status_problem)
+    verdict_cache_ttl: float = setting(
+        30.0, "Longest Envoy's verdict cache (envoy/envoy-cached.yaml) may replay a verdict; "
+        "0: off.", check=_check_not_negative)
+    mode: EnforcementMode = setting(
+        EnforcementMode.ENFORCE,
+        "enforce: refuse; audit: let every request through, marking what would be refused.")
+    policies: Mapping[str, Any] = setting(
+        {}, "Named policies for routes (ext_authz context extension 'policy'): a YAML mapping.",
+        flag="--policies")
+    log_level: str = setting("info", "Log level: debug, info, warning or error.",
+                             check=_check_log_level)
+    log_format: str = setting("json", "Log format: json or text.", check=_check_log_format)
+    workers: int = setting(
+        1, "Worker processes sharing the gRPC port (SO_REUSEPORT); more than 1 adds a supervisor.",
+        check=_check_positive)
+    shutdown_grace: float = setting(5.0, "Seconds in-flight checks get to finish after SIGTERM.",
+                                    check=_check_positive)
+    revocation_mode: RevocationMode = setting(
+        RevocationMode.REQUIRE, "Revocation checking: require (fail closed), soft-fail, or off.",
+        aliases=("ocsp",))
+    revocation: RevocationSources = setting(
+        RevocationSources.OCSP,
+        "Revocation sources in order: ocsp, crl, ocsp-then-crl, crl-then-ocsp.")
+    revocation_skew: float = setting(
+        300.0, "Seconds of clock skew tolerated on thisUpdate and nextUpdate (OCSP and CRLs).",
+        check=_check_not_negative, aliases=("ocsp_skew",))
+    revocation_failure_cache: float = setting(
+        5.0, "Seconds a failed revocation check is remembered, so a dead source is not hammered.",
+        check=_check_not_negative, aliases=("ocsp_failure_cache",))
+    revocation_allowed_hosts: tuple[str, ...] = setting(
+        (), "Hosts a certificate's AIA OCSP URL or CRL distribution point may name: host names, "
+        "IP addresses or CIDR networks (empty: any). Configured URLs are always allowed.",
+        flag="--revocation-allowed-host", check=_check_hosts, aliases=("ocsp_allowed_hosts",))
+    crl_urls: IssuerUrls = setting(
+        IssuerUrls(),
+        "CRL for an issuer, overriding the certificate's distribution points: ISSUER_DN=URL.",
+        flag="--crl-url")
+    crl_timeout: float = setting(
+        4.0, "Seconds for one CRL download (keep it under Envoy's ext_authz timeout).",
+        check=_check_positive)
+    crl_cache_max_age: float = setting(
+        3600.0, "Longest a CRL is used before it is fetched again, whatever its nextUpdate.",
+        check=_check_positive)
+    ocsp_timeout: float = setting(2.0, "Seconds for one OCSP request, connecting to last byte.",
+                                  check=_check_positive)
+    ocsp_cache_max_age: float = setting(
+        300.0, "Longest a good or unknown OCSP answer is served (bounds how long a revocation "
+        "goes unseen).", check=_check_positive)
+    ocsp_cache_size: int = setting(100_000, "Most OCSP answers kept.", check=_check_positive)
+    ocsp_responders: IssuerUrls = setting(
+        IssuerUrls(), "Responder for an issuer, overriding the certificate's AIA: ISSUER_DN=URL.",
+        flag="--ocsp-responder")
+    ocsp_max_response_age: float = setting(
+        0.0, "Oldest an OCSP answer's thisUpdate may be, in seconds, however far its nextUpdate "
+        "(0: no bound but nextUpdate).", check=_check_not_negative)
+    ocsp_nonce: bool = setting(
+        False, "Send an RFC 8954 nonce (answers then cannot be cached by the responder).")
+    ocsp_hash: str = setting("sha1", "CertID hash algorithm: sha1 or sha256.",
+                             check=_check_ocsp_hash)
+    prefetch_window: float = setting(
+        300.0, "Answers used within this many seconds are refreshed before they are due (0: off).",
+        check=_check_not_negative)
+    prefetch_rate: float = setting(10.0, "Most prefetch requests per second to one responder.",
+                                   check=_check_positive)
+    ocsp_responder_concurrency: int = setting(32, "Most requests in flight to one responder.",
+                                              check=_check_positive)
+    # Not keys: what loading found.
+    route_specs: Mapping[str, PolicySpec] = field(default_factory=dict, compare=False)
+    """Every policy, parsed once: `default` is the top-level settings unless named so."""
+    deprecations: tuple[str, ...] = field(default=(), compare=False)
+    """Old key names this configuration used, each with its new name."""
+# fmt: on
+
+    def redacted(self) -> dict[str, Any]:
+        """The effective configuration for the startup log line (it holds no secrets)."""
+        return {o.key: _shown(getattr(self, o.key)) for o in OPTIONS}
+
+    @functools.cached_property
+    def ocsp_config(self) -> OcspConfig:
+        return OcspConfig(
+            hash_name=self.ocsp_hash,
+            nonce=self.ocsp_nonce,
+            skew=self.revocation_skew,
+            max_age=self.ocsp_cache_max_age,
+            failure_ttl=self.revocation_failure_cache,
+            overrides=self.ocsp_responders.by_issuer,
+            allowed_hosts=self.revocation_allowed_hosts,
+            max_response_age=self.ocsp_max_response_age,
+        )
+
+    @functools.cached_property
+    def crl_config(self) -> CrlConfig:
+        return CrlConfig(
+            skew=self.revocation_skew,
+            max_age=self.crl_cache_max_age,
+            failure_ttl=self.revocation_failure_cache,
+            overrides=self.crl_urls.by_issuer,
+            allowed_hosts=self.revocation_allowed_hosts,
+        )
+
+
+def _shown(value: Any) -> Any:
+    return value.texts if isinstance(value, IssuerUrls) else value
 
 
 @dataclass(frozen=True)
 class Option:
+    """One key as the command line, the environment and the file see it (from its field)."""
+
     key: str
     kind: type
+    """str, int, float, bool, list (of strings) or dict: what the raw value is converted to."""
     default: Any
-    help: str
+    declared: Declared
+    parse: Callable[[Any], Any] | None = None
+    """Turns the converted value into the field's type (an enum, IssuerUrls)."""
     choices: tuple[str, ...] = ()
-    flag: str = ""
-    check: Callable[[Any], str | None] | None = None
+
+    @property
+    def help(self) -> str:
+        return self.declared.help
+
+    @property
+    def check(self) -> Callable[[Any], str | None] | None:
+        return self.declared.check
+
+    @property
+    def aliases(self) -> tuple[str, ...]:
+        return self.declared.aliases
 
     @property
     def flag_name(self) -> str:
-        return self.flag or "--" + self.key.replace("_", "-")
+        return self.declared.flag or _flag(self.key)
+
+    @property
+    def alias_flags(self) -> tuple[str, ...]:
+        return tuple(_flag(alias) for alias in self.aliases)
 
     @property
     def env_name(self) -> str:
         return ENV_PREFIX + self.key.upper()
 
 
-# fmt: off
-OPTIONS: tuple[Option, ...] = (
-    Option("listen", str, "127.0.0.1:9191", "gRPC listen address for Envoy's ext_authz calls.",
-           check=_check_listen),
-    Option("metrics_listen", str, "",
-           "HTTP listen address for /metrics, /healthz and /readyz (empty: off).",
-           check=_check_optional_listen),
-    Option("trust_bundle", str, "",
-           "PEM file of the CA certificates that may issue client certificates.",
-           check=_check_required_path),
-    Option("allowed_issuers", list, [],
-           "Issuer DN allowed to issue client certificates (RFC 4514 or /slash/ form).",
-           flag="--allowed-issuer", check=_check_issuers),
-    Option("cert_header", str, "X-Client-Cert",
-           "Upstream header that carries the client certificate.", check=_check_header),
-    Option("cert_header_format", str, CertHeaderFormat.BASE64_DER.value,
-           "Encoding of the certificate header.", choices=tuple(f.value for f in CertHeaderFormat)),
-    Option("identity_headers", list, [],
-           "Identity headers to send upstream: " + ", ".join(IDENTITY_NAMES) + ".",
-           flag="--identity-header", check=_check_identity),
-    Option("deny_status", int, 400, "HTTP status of a refused request.", check=_check_deny_status),
-    Option("verdict_cache_ttl", float, 30.0,
-           "Longest Envoy's verdict cache (envoy/envoy-cached.yaml) may replay a verdict; 0: off.",
-           check=_check_not_negative),
-    Option("mode", str, "enforce",
-           "enforce: refuse; audit: let every request through, marking what would be refused.",
-           choices=("enforce", "audit")),
-    Option("policies", dict, {},
-           "Named policies for routes (ext_authz context extension 'policy'): a YAML mapping.",
-           flag="--policies"),
-    Option("log_level", str, "info", "Log level.", choices=("debug", "info", "warning", "error")),
-    Option("log_format", str, "json", "Log format.", choices=("json", "text")),
-    Option("workers", int, 1,
-           "Worker processes sharing the gRPC port (SO_REUSEPORT); more than 1 adds a supervisor.",
-           check=_check_positive),
-    Option("shutdown_grace", float, 5.0,
-           "Seconds in-flight checks get to finish after SIGTERM.", check=_check_positive),
-    Option("ocsp", str, "require",
-           "Revocation checking: require (fail closed), soft-fail, or off.",
-           choices=("require", "soft-fail", "off")),
-    Option("revocation", str, "ocsp",
-           "Revocation sources in order: ocsp, crl, ocsp-then-crl, crl-then-ocsp.",
-           choices=("ocsp", "crl", "ocsp-then-crl", "crl-then-ocsp")),
-    Option("crl_urls", list, [],
-           "CRL for an issuer, overriding the certificate's distribution points: ISSUER_DN=URL.",
-           flag="--crl-url", check=_check_responders),
-    Option("crl_timeout", float, 4.0,
-           "Seconds for one CRL download (keep it under Envoy's ext_authz timeout).",
-           check=_check_positive),
-    Option("crl_cache_max_age", float, 3600.0,
-           "Longest a CRL is used before it is fetched again, whatever its nextUpdate.",
-           check=_check_positive),
-    Option("ocsp_timeout", float, 2.0,
-           "Seconds for one OCSP request, connecting to last byte.", check=_check_positive),
-    Option("ocsp_cache_max_age", float, 300.0,
-           "Longest a good or unknown OCSP answer is served (bounds how long a revocation goes "
-           "unseen).", check=_check_positive),
-    Option("ocsp_failure_cache", float, 5.0,
-           "Seconds a failed OCSP check is remembered, so a dead responder is not hammered.",
-           check=_check_not_negative),
-    Option("ocsp_cache_size", int, 100_000, "Most OCSP answers kept.", check=_check_positive),
-    Option("ocsp_responders", list, [],
-           "Responder for an issuer, overriding the certificate's AIA: ISSUER_DN=URL.",
-           flag="--ocsp-responder", check=_check_responders),
-    Option("ocsp_allowed_hosts", list, [],
-           "Hosts a certificate's AIA OCSP URL or CRL distribution point may name: host names, "
-           "IP addresses or CIDR networks (empty: any). Configured URLs are always allowed.",
-           flag="--ocsp-allowed-host", check=_check_hosts),
-    Option("ocsp_max_response_age", float, 0.0,
-           "Oldest an OCSP answer's thisUpdate may be, in seconds, however far its nextUpdate "
-           "(0: no bound but nextUpdate).", check=_check_not_negative),
-    Option("ocsp_nonce", bool, False,
-           "Send an RFC 8954 nonce (answers then cannot be cached by the responder)."),
-    Option("ocsp_hash", str, "sha1", "CertID hash algorithm.", choices=("sha1", "sha256")),
-    Option("ocsp_skew", float, 300.0,
-           "Seconds of clock skew tolerated on thisUpdate and nextUpdate.",
-           check=_check_not_negative),
-    Option("prefetch_window", float, 300.0,
-           "Answers used within this many seconds are refreshed before they are due (0: off).",
-           check=_check_not_negative),
-    Option("prefetch_rate", float, 10.0,
-           "Most prefetch requests per second to one responder.", check=_check_positive),
-    Option("ocsp_responder_concurrency", int, 32,
-           "Most requests in flight to one responder.", check=_check_positive),
-)
-# fmt: on
+def _flag(key: str) -> str:
+    flag = "--" + key.replace("_", "-")
+    return flag[:-1] if key.endswith("_hosts") else flag  # --ocsp-allowed-host, repeated
+
+
+def _option(name: str, hint: Any, default: Any, declared: Declared) -> Option:
+    if isinstance(hint, type) and issubclass(hint, StrEnum):
+        return Option(name, str, default.value, declared, hint, tuple(m.value for m in hint))
+    if hint is IssuerUrls:
+        return Option(name, list, [], declared, IssuerUrls.parse)
+    origin = typing.get_origin(hint)
+    if origin is tuple:
+        return Option(name, list, list(default), declared, tuple)
+    if origin in (Mapping, dict) or hint is dict:
+        return Option(name, dict, {}, declared)
+    return Option(name, hint, default, declared)
+
+
+def _options() -> tuple[Option, ...]:
+    hints = typing.get_type_hints(Settings)
+    return tuple(
+        _option(f.name, hints[f.name], _default(f), f.metadata["setting"])
+        for f in fields(Settings)
+        if "setting" in f.metadata
+    )
+
+
+def _default(declared: dataclasses.Field[Any]) -> Any:
+    if declared.default_factory is not dataclasses.MISSING:
+        return declared.default_factory()
+    return declared.default
+
+
+OPTIONS: tuple[Option, ...] = _options()
 OPTIONS_BY_KEY = {option.key: option for option in OPTIONS}
-
-
-@dataclass(frozen=True)
-class Settings:
-    listen: str
-    metrics_listen: str
-    trust_bundle: str
-    allowed_issuers: tuple[str, ...]
-    cert_header: str
-    cert_header_format: CertHeaderFormat
-    identity_headers: tuple[str, ...]
-    deny_status: int
-    verdict_cache_ttl: float
-    mode: str
-    policies: Mapping[str, Any]
-    log_level: str
-    log_format: str
-    workers: int
-    shutdown_grace: float
-    ocsp: str
-    revocation: str
-    crl_urls: tuple[str, ...]
-    crl_timeout: float
-    crl_cache_max_age: float
-    ocsp_timeout: float
-    ocsp_cache_max_age: float
-    ocsp_failure_cache: float
-    ocsp_cache_size: int
-    ocsp_responders: tuple[str, ...]
-    ocsp_allowed_hosts: tuple[str, ...]
-    ocsp_max_response_age: float
-    ocsp_nonce: bool
-    ocsp_hash: str
-    ocsp_skew: float
-    ocsp_responder_concurrency: int
-    prefetch_window: float
-    prefetch_rate: float
-
-    def redacted(self) -> dict[str, Any]:
-        """The effective configuration for the startup log line (it holds no secrets)."""
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+ALIASES = {alias: option.key for option in OPTIONS for alias in option.aliases}
 
 
 def load_settings(
@@ -287,12 +401,28 @@ def load_settings(
     env: Mapping[str, str],
     flags: Mapping[str, Any],
 ) -> Settings:
-    """Merge the sources, validate every key, and return Settings or raise ConfigError."""
+    """Merge the sources, validate and parse every key, and return Settings or raise ConfigError.
+
+    `flags` is keyed by setting name (old names included)."""
+    deprecated: list[str] = []
     raw: dict[str, tuple[Any, str]] = {o.key: (o.default, "default") for o in OPTIONS}
     if config_path is not None:
-        for key, value in read_config_file(config_path).items():
-            raw[key] = (value, str(config_path))
+        document = read_config_file(config_path)
+        for key, value in document.items():
+            if key in ALIASES and ALIASES[key] in document:
+                raise ConfigError(
+                    f"{config_path}: give {ALIASES[key]} only ({key} is its old name)"
+                )
+            raw[_current(key, str(config_path), deprecated)] = (value, str(config_path))
     for option in OPTIONS:
+        for alias in option.aliases:
+            old_env = ENV_PREFIX + alias.upper()
+            if old_env in env and option.env_name not in env:
+                raw[option.key] = (env[old_env], old_env)
+                deprecated.append(f"{old_env} is deprecated; use {option.env_name}")
+            if flags.get(alias) is not None and flags.get(option.key) is None:
+                raw[option.key] = (flags[alias], _flag(alias))
+                deprecated.append(f"{_flag(alias)} is deprecated; use {option.flag_name}")
         if option.env_name in env:
             raw[option.key] = (env[option.env_name], option.env_name)
         flag_value = flags.get(option.key)
@@ -305,31 +435,35 @@ def load_settings(
             values[key] = _coerce(OPTIONS_BY_KEY[key], value, source)
         except ConfigError as e:
             problems.append(str(e))
-    if not problems and values["policies"]:
+    if not problems:
         try:
-            route_policies(values)
+            values["route_specs"] = route_policies(values, deprecated)
         except ValueError as e:
             problems.append(f"policies: {e}")
     if problems:
         raise ConfigError("; ".join(problems))
-    values["allowed_issuers"] = tuple(values["allowed_issuers"])
-    values["ocsp_responders"] = tuple(values["ocsp_responders"])
-    values["ocsp_allowed_hosts"] = tuple(values["ocsp_allowed_hosts"])
-    values["identity_headers"] = tuple(values["identity_headers"])
-    values["crl_urls"] = tuple(values["crl_urls"])
-    values["cert_header_format"] = CertHeaderFormat(values["cert_header_format"])
-    return Settings(**values)
+    return Settings(**values, deprecations=tuple(deprecated))
 
 
-def route_policies(values: Mapping[str, Any]) -> dict[str, PolicySpec]:
+def _current(key: str, source: str, deprecated: list[str]) -> str:
+    """The key's current name; an old name is noted in `deprecated`."""
+    if key in ALIASES:
+        deprecated.append(f"{source}: {key} is deprecated; use {ALIASES[key]}")
+        return ALIASES[key]
+    return key
+
+
+def route_policies(
+    values: Mapping[str, Any], deprecated: list[str] | None = None
+) -> dict[str, PolicySpec]:
     """Every policy, `default` being the top-level settings unless configured by that name."""
     defaults = PolicySpec(
         allowed_issuers=tuple(values["allowed_issuers"]),
-        ocsp=values["ocsp"],
+        revocation_mode=values["revocation_mode"],
         deny_status=values["deny_status"],
         mode=values["mode"],
     )
-    return parse_policies(values["policies"], defaults)
+    return parse_policies(values["policies"], defaults, deprecated)
 
 
 def read_config_file(path: Path) -> dict[str, Any]:
@@ -349,14 +483,15 @@ def read_config_file(path: Path) -> dict[str, Any]:
     if not isinstance(document, dict):
         raise ConfigError(f"{path}: expected a mapping of keys to values at the top level")
     for key in document:
-        if key not in OPTIONS_BY_KEY:
+        if key not in OPTIONS_BY_KEY and key not in ALIASES:
             known = ", ".join(OPTIONS_BY_KEY)
             raise ConfigError(f"{path}: unknown key {key!r} (known keys: {known})")
     return document
 
 
 def _coerce(option: Option, value: Any, source: str) -> Any:
-    """Convert a value from any source to the option's type, then validate it."""
+    """Convert a value from any source to the option's kind, validate it, parse it into the
+    field's type."""
     try:
         converted = _convert(option.kind, value)
     except (TypeError, ValueError) as e:
@@ -368,7 +503,12 @@ def _coerce(option: Option, value: Any, source: str) -> Any:
     problem = option.check(converted) if option.check else None
     if problem:
         raise ConfigError(f"{option.key} (from {source}): {problem}")
-    return converted
+    if option.parse is None:
+        return converted
+    try:
+        return option.parse(converted)
+    except ValueError as e:
+        raise ConfigError(f"{option.key} (from {source}): {e}") from None
 
 
 def _convert(kind: type, value: Any) -> Any:

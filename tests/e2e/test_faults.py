@@ -27,7 +27,7 @@ def der_b64(identity: Identity) -> str:
 
 @pytest.fixture
 def stack(pki: LabPki, fresh_responder: OcspResponder, tmp_path: Path) -> Iterator[LocalStack]:
-    args = ["--ocsp-timeout", "1", "--ocsp-failure-cache", "1", "--ocsp-cache-max-age", "1"]
+    args = ["--ocsp-timeout", "1", "--revocation-failure-cache", "1", "--ocsp-cache-max-age", "1"]
     with LocalStack(
         tmp_path, pki, envoy_binary=newest_envoy(), authz_args=args,
         ocsp_override=fresh_responder.url,

@@ -237,7 +237,11 @@ def policy_only(pki: LabPki, tmp_path: Path) -> Iterator[Running]:
     bundle.write_bytes(pem_bundle(pki.root.cert, pki.issuing.cert))
     running = start(
         tmp_path,
-        {"trust_bundle": str(bundle), "allowed_issuers": [LabPki.ISSUING_DN], "ocsp": "off"},
+        {
+            "trust_bundle": str(bundle),
+            "allowed_issuers": [LabPki.ISSUING_DN],
+            "revocation_mode": "off",
+        },
     )
     try:
         yield running
@@ -276,7 +280,7 @@ def test_kubernetes_style_symlink_swap_is_picked_up(pki: LabPki, tmp_path: Path)
         {
             "trust_bundle": str(mount / "bundle.pem"),
             "allowed_issuers": [LabPki.ISSUING_DN, LabPki.OTHER_DN],
-            "ocsp": "off",
+            "revocation_mode": "off",
         },
     )
     try:

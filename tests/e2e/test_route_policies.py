@@ -22,7 +22,7 @@ POLICIES = {
         "require": [{"subject_prefix": "CN=admin-"}, {"spiffe_trust_domain": "lab.example"}],
         "deny_status": 403,
     },
-    "rollout": {"allowed_issuers": [LabPki.OTHER_DN], "mode": "audit", "ocsp": "off"},
+    "rollout": {"allowed_issuers": [LabPki.OTHER_DN], "mode": "audit", "revocation_mode": "off"},
 }
 
 

@@ -32,7 +32,7 @@ def ext_authz_stats(stack: LocalStack) -> dict[str, int]:
 def cached_stack(
     envoy: str, pki: LabPki, fresh_responder: OcspResponder, tmp_path: Path
 ) -> Iterator[LocalStack]:
-    args = ["--verdict-cache-ttl", "30", "--ocsp-failure-cache", "0.5"]
+    args = ["--verdict-cache-ttl", "30", "--revocation-failure-cache", "0.5"]
     with LocalStack(
         tmp_path, pki, envoy_binary=envoy, envoy_template=CACHED, authz_args=args,
         ocsp_override=fresh_responder.url,

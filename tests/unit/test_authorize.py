@@ -83,6 +83,6 @@ def test_a_responder_that_may_not_be_asked_is_no_revocation_source(allowed: Deci
     )
     required = apply_outcome(allowed, outcome, RevocationMode.REQUIRE)
     assert required.reason is Reason.NO_REVOCATION_SOURCE
-    assert "ocsp_allowed_hosts" in required.message
+    assert "revocation_allowed_hosts" in required.message
     soft = apply_outcome(allowed, outcome, RevocationMode.SOFT_FAIL)
     assert soft.allowed and soft.revocation == "unchecked:responder_not_allowed"

@@ -17,7 +17,7 @@ def test_unset_keys_come_from_the_top_level() -> None:
     policies = parse_policies({"p": {"deny_status": 403}}, DEFAULTS)
     assert policies[DEFAULT_POLICY] is DEFAULTS
     assert policies["p"].allowed_issuers == DEFAULTS.allowed_issuers
-    assert (policies["p"].deny_status, policies["p"].ocsp, policies["p"].mode) == (
+    assert (policies["p"].deny_status, policies["p"].revocation_mode, policies["p"].mode) == (
         403,
         "require",
         "enforce",
@@ -62,7 +62,7 @@ def test_no_requirements_means_any_subject(pki: LabPki) -> None:
         ({"require": [{"subject_regex": "("}]}, "not a regular expression"),
         ({"require": [{"bogus": "x"}]}, "a requirement is one of"),
         ({"require": [{"subject_exact": "a", "san_exact": "b"}]}, "a requirement is one of"),
-        ({"ocsp": "maybe"}, "ocsp must be"),
+        ({"revocation_mode": "maybe"}, "revocation_mode must be"),
         ({"mode": "shadow"}, "mode must be"),
         ({"deny_status": 200}, "deny_status"),
         ("not a mapping", "expected a mapping"),

@@ -7,7 +7,13 @@ import pytest
 from authz.cli import main
 from authz.core.verdict import CertHeaderFormat
 from authz.demo.pki import LabPki, pem_bundle
-from authz.service.settings import ConfigError, load_settings, split_responder_override
+from authz.service.settings import (
+    OPTIONS,
+    OPTIONS_BY_KEY,
+    ConfigError,
+    load_settings,
+    split_responder_override,
+)
 
 ISSUER = "CN=Lab Issuing CA,O=Lab"
 
@@ -106,10 +112,10 @@ def test_validate_config_command(
 
 def test_ocsp_defaults() -> None:
     settings = load_settings(None, {}, {"trust_bundle": "/b.pem", "allowed_issuers": [ISSUER]})
-    assert settings.ocsp == "require"
+    assert settings.revocation_mode == "require"
     assert settings.ocsp_timeout == 2.0
     assert settings.ocsp_cache_max_age == 300.0
-    assert settings.ocsp_failure_cache == 5.0
+    assert settings.revocation_failure_cache == 5.0
     assert settings.ocsp_cache_size == 100_000
     assert settings.ocsp_nonce is False
     assert settings.ocsp_hash == "sha1"
@@ -152,3 +158,53 @@ def test_policies_are_validated_at_start_naming_the_key(tmp_path: Path) -> None:
         f"trust_bundle: /b.pem\nallowed_issuers: ['{ISSUER}']\npolicies:\n  admin:\n    deny_status: 403\n",
     )
     assert load_settings(good, {}, {}).policies == {"admin": {"deny_status": 403}}
+
+
+@pytest.mark.parametrize(
+    ("where", "old"),
+    [("file", "ocsp"), ("env", "MTLS_AUTHZ_OCSP"), ("flag", "--ocsp")],
+)
+def test_old_names_still_work_with_a_deprecation(tmp_path: Path, where: str, old: str) -> None:
+    base: dict[str, object] = {"trust_bundle": "/b", "allowed_issuers": [ISSUER]}
+    config, env, flags = None, {}, dict(base)
+    if where == "file":
+        config = write_config(tmp_path, "ocsp: soft-fail\nocsp_skew: 60\n")
+    elif where == "env":
+        env = {"MTLS_AUTHZ_OCSP": "soft-fail", "MTLS_AUTHZ_OCSP_SKEW": "60"}
+    else:
+        flags |= {"ocsp": "soft-fail", "ocsp_skew": "60"}
+    settings = load_settings(config, env, flags)
+    assert settings.revocation_mode == "soft-fail" and settings.revocation_skew == 60
+    new = {
+        "file": "revocation_mode",
+        "env": "MTLS_AUTHZ_REVOCATION_MODE",
+        "flag": "--revocation-mode",
+    }
+    assert f"{old} is deprecated; use {new[where]}" in "\n".join(settings.deprecations)
+
+
+def test_the_new_name_wins_and_both_in_one_file_is_an_error(tmp_path: Path) -> None:
+    base = {"trust_bundle": "/b", "allowed_issuers": [ISSUER]}
+    env = {"MTLS_AUTHZ_OCSP": "off", "MTLS_AUTHZ_REVOCATION_MODE": "soft-fail"}
+    assert load_settings(None, env, base).revocation_mode == "soft-fail"
+    both = write_config(tmp_path, "ocsp: off\nrevocation_mode: require\n")
+    with pytest.raises(ConfigError, match="give revocation_mode only"):
+        load_settings(both, {}, base)
+
+
+def test_a_policy_s_old_revocation_key_is_read_and_deprecated() -> None:
+    policies = {"p": {"ocsp": "off"}}
+    settings = load_settings(
+        None, {}, {"trust_bundle": "/b", "allowed_issuers": [ISSUER], "policies": policies}
+    )
+    assert settings.route_specs["p"].revocation_mode == "off"
+    assert settings.deprecations == ("policies.p.ocsp is deprecated; use revocation_mode",)
+
+
+def test_every_key_is_declared_once_with_its_flag_and_env_name() -> None:
+    keys = [option.key for option in OPTIONS]
+    assert len(keys) == len(set(keys)) == len(OPTIONS_BY_KEY)
+    assert OPTIONS_BY_KEY["revocation_allowed_hosts"].flag_name == "--revocation-allowed-host"
+    assert OPTIONS_BY_KEY["revocation_allowed_hosts"].alias_flags == ("--ocsp-allowed-host",)
+    assert OPTIONS_BY_KEY["revocation_mode"].env_name == "MTLS_AUTHZ_REVOCATION_MODE"
+    assert OPTIONS_BY_KEY["revocation_mode"].choices == ("require", "soft-fail", "off")
