@@ -68,16 +68,22 @@ class Authorizer:
         last = failed or not_allowed
         if last is not None:
             return apply_outcome(decision, last, self.mode)
-        return no_source(decision, self.mode)
+        return no_source(decision, self.mode, names=" and no ".join(s.names for s in self.sources))
 
 
-def no_source(decision: Decision, mode: RevocationMode, why: str = "no_source") -> Decision:
+def no_source(
+    decision: Decision,
+    mode: RevocationMode,
+    why: str = "no_source",
+    names: str = "OCSP responder",
+) -> Decision:
     if mode is RevocationMode.SOFT_FAIL:
         return _unchecked(decision, why)
     message = (
-        "The certificate's OCSP responder is not one mtls-authz may ask (revocation_allowed_hosts)."
+        "The certificate points at a revocation source mtls-authz may not fetch from "
+        "(revocation_allowed_hosts)."
         if why == "responder_not_allowed"
-        else "The certificate names no OCSP responder and none is configured for its issuer."
+        else f"The certificate names no {names}, and none is configured for its issuer."
     )
     return _deny(decision, Reason.NO_REVOCATION_SOURCE, message, why)
 

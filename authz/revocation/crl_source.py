@@ -46,6 +46,8 @@ class CrlConfig:
 
 
 class CrlChecker:
+    names = "CRL distribution point"
+
     def __init__(
         self,
         fetcher: HttpFetcher,

@@ -49,6 +49,8 @@ class OcspConfig:
 
 
 class OcspChecker:
+    names = "OCSP responder"
+
     def __init__(
         self,
         fetcher: Fetcher,

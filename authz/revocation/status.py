@@ -89,6 +89,9 @@ class RevocationOutcome:
 class RevocationSource(Protocol):
     """OCSP or CRL: where to ask about a certificate, and the answer."""
 
+    names: str
+    """What a certificate names to point at this source, for messages ("OCSP responder")."""
+
     def source_url(self, leaf: x509.Certificate) -> str | None: ...
 
     async def check(

@@ -166,3 +166,23 @@ async def test_prefetch_refreshes_only_from_the_responder_configured_now(pki: La
     assert moved.prefetch(key, outcome) is None
     assert not moved.urls.still_picks(pki.issuing.cert, "http://old/")
     assert moved.urls.still_picks(pki.issuing.cert, "http://new/")
+
+
+async def test_no_source_says_what_the_certificate_lacks_in_the_configured_terms(
+    pki: LabPki,
+) -> None:
+    leaf = pki.client("names-nothing")
+    state = State(
+        TrustBundle.from_certificates([pki.root.cert, pki.issuing.cert]),
+        IssuerPolicy.from_dns([LabPki.ISSUING_DN]),
+    )
+    for sources, named in (
+        ([crl_checker(FakeFetcher(b""))], "no CRL distribution point,"),
+        (
+            [ocsp_checker(FakeFetcher(b"")), crl_checker(FakeFetcher(b""))],
+            "no OCSP responder and no CRL distribution point,",
+        ),
+    ):
+        authorizer = Authorizer(state, None, RevocationMode.REQUIRE, sources)
+        decision = await authorizer.authorize(CheckInput(envoy_field(leaf.cert)), NOW)
+        assert decision.reason == "no_revocation_source" and named in decision.message
