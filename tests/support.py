@@ -89,3 +89,27 @@ def edited_template(template: Path, out: Path, edit: Any) -> Path:
     edit(config)
     out.write_text(yaml.safe_dump(config))
     return out
+
+
+def envoy_xfcc_element(
+    leaf: x509.Certificate,
+    chain: Iterable[x509.Certificate] = (),
+    *,
+    subject: str | None = None,
+    uri: str | None = None,
+    dns: Iterable[str] = (),
+) -> str:
+    """One XFCC element as Envoy 1.36/1.40 write it: Hash, Cert, Chain, Subject (quoted), then URI
+    and DNS unquoted (checked against both binaries)."""
+    pem = leaf.public_bytes(Encoding.PEM).decode()
+    fields = [f"Hash={leaf.fingerprint(hashes.SHA256()).hex()}", f'Cert="{envoy_escape(pem)}"']
+    certs = [leaf, *chain]
+    if len(certs) > 1:
+        whole = "".join(c.public_bytes(Encoding.PEM).decode() for c in certs)
+        fields.append(f'Chain="{envoy_escape(whole)}"')
+    if subject is not None:
+        fields.append(f'Subject="{subject}"')
+    if uri is not None:
+        fields.append(f"URI={uri}")
+    fields.extend(f"DNS={name}" for name in dns)
+    return ";".join(fields)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from cryptography import x509
 
+from authz.client_cert.source import Presented
 from authz.core.certificate import decode_source_certificate
 from authz.core.request import CheckInput
 
@@ -12,11 +13,11 @@ from authz.core.request import CheckInput
 class PeerCertificate:
     name = "peer"
 
-    def field(self, request: CheckInput) -> str:
-        return request.certificate
+    def present(self, request: CheckInput) -> Presented:
+        return Presented(request.certificate, request.xfcc)
 
-    def leaf(self, field: str) -> x509.Certificate:
-        return decode_source_certificate(field)
+    def leaf(self, presented: Presented) -> x509.Certificate:
+        return decode_source_certificate(presented.field)
 
 
 PEER = PeerCertificate()

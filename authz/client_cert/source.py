@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol
 
 from cryptography import x509
@@ -9,15 +10,26 @@ from cryptography import x509
 from authz.core.request import CheckInput
 
 
+@dataclass(frozen=True, slots=True)
+class Presented:
+    """Where a Check's client certificate is, as text: cheap to find, parsed only when needed."""
+
+    field: str
+    """URL-encoded PEM of the leaf (Envoy's escaping); the verified-certificate memo's key."""
+    chain_hint: str = ""
+    """XFCC text in which the client's chain for this leaf is found (candidate intermediates
+    and the chain identity headers): Envoy's whole header, or just the element used."""
+
+
 class CertificateSource(Protocol):
     """Finds the leaf Envoy verified for this connection in a Check's input.
 
-    `field` is cheap and names the leaf (the verified-certificate memo is keyed on it); `leaf`
-    parses it and raises `Denied` (missing or malformed certificate) for anything else.
+    `present` is cheap and raises `Denied` when the input does not have the shape this source
+    needs; `leaf` parses what it found and raises `Denied` for a missing or bad certificate.
     """
 
     name: str
 
-    def field(self, request: CheckInput) -> str: ...
+    def present(self, request: CheckInput) -> Presented: ...
 
-    def leaf(self, field: str) -> x509.Certificate: ...
+    def leaf(self, presented: Presented) -> x509.Certificate: ...

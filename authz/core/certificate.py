@@ -26,6 +26,7 @@ MAX_XFCC_CHARS = 256 * 1024
 MAX_CHAIN_CERTIFICATES = 8
 
 _PEM_BEGIN = "-----BEGIN CERTIFICATE-----"
+XFCC_HEADER = "x-forwarded-client-cert"
 
 
 def decode_source_certificate(field: str) -> x509.Certificate:
@@ -89,12 +90,17 @@ def chain_from_xfcc(header: str, leaf: x509.Certificate) -> list[x509.Certificat
 
 
 def split_xfcc(header: str) -> list[dict[str, str]]:
+    """XFCC elements as mappings; a key given twice in an element keeps its first value."""
+    return [dict(reversed(pairs)) for pairs in split_xfcc_pairs(header)]
+
+
+def split_xfcc_pairs(header: str) -> list[list[tuple[str, str]]]:
     """Parse XFCC: elements split by `,`, pairs by `;`, `key=value` with optional double quotes.
 
     Keys are lower-cased (they are case-insensitive). Separators inside quotes are literal; `\\`
     escapes the next character inside quotes. Returns [] when quotes are unbalanced.
     """
-    elements: list[dict[str, str]] = []
+    elements: list[list[tuple[str, str]]] = []
     pairs: list[str] = []
     current: list[str] = []
     quoted = False
@@ -111,23 +117,23 @@ def split_xfcc(header: str) -> list[dict[str, str]]:
             pairs.append("".join(current))
             current = []
             if char == ",":
-                elements.append(_pairs_to_dict(pairs))
+                elements.append(_pairs(pairs))
                 pairs = []
         else:
             current.append(char)
     if quoted or escaped:
         return []
     pairs.append("".join(current))
-    elements.append(_pairs_to_dict(pairs))
+    elements.append(_pairs(pairs))
     return elements
 
 
-def _pairs_to_dict(pairs: list[str]) -> dict[str, str]:
-    result: dict[str, str] = {}
+def _pairs(pairs: list[str]) -> list[tuple[str, str]]:
+    result: list[tuple[str, str]] = []
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if sep:
-            result.setdefault(key.strip().lower(), value)
+            result.append((key.strip().lower(), value))
     return result
 
 

@@ -14,7 +14,7 @@ from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID
 
 from authz.client_cert.peer import PEER
-from authz.client_cert.source import CertificateSource
+from authz.client_cert.source import CertificateSource, Presented
 from authz.core.certificate import chain_from_xfcc
 from authz.core.issuers import IssuerPolicy
 from authz.core.names import display, issuer_text, subject_text
@@ -112,27 +112,31 @@ _MEMO_MAX_FIELD = 16 * 1024
 
 def decide(check: CheckInput, state: State, now: datetime) -> Decision:
     """Decide on one request. `now` is timezone-aware UTC."""
-    field = state.source.field(check)
-    verified = state.memo.get(field, check.xfcc)
+    try:
+        presented = state.source.present(check)
+    except Denied as denied:
+        return Decision.deny(denied)
+    field, hint = presented.field, presented.chain_hint
+    verified = state.memo.get(field, hint)
     if verified is None:
-        verified, used_xfcc = verify(field, check.xfcc, state)
-        if len(field) + len(check.xfcc) <= _MEMO_MAX_FIELD:
-            state.memo.put(field, check.xfcc if used_xfcc else None, verified)
+        verified, used_hint = verify(presented, state)
+        if len(field) + len(hint) <= _MEMO_MAX_FIELD:
+            state.memo.put(field, hint if used_hint else None, verified)
     if isinstance(verified, Decision):
         return verified
     try:
         check_validity(verified, now)
     except Denied as denied:
         return Decision.deny(denied, verified.leaf)
-    return Decision(True, leaf=verified.leaf, issuer=verified.issuer, xfcc=check.xfcc)
+    return Decision(True, leaf=verified.leaf, issuer=verified.issuer, xfcc=hint)
 
 
-def verify(field: str, xfcc: str, state: State) -> tuple[Verified | Decision, bool]:
+def verify(presented: Presented, state: State) -> tuple[Verified | Decision, bool]:
     """Everything about the certificate that does not depend on the time: proven, or a deny;
-    and whether the verdict depended on the XFCC header."""
+    and whether the verdict depended on the chain hint (XFCC)."""
     leaf: x509.Certificate | None = None
     try:
-        leaf = state.source.leaf(field)
+        leaf = state.source.leaf(presented)
         try:
             not_before, not_after = leaf.not_valid_before_utc, leaf.not_valid_after_utc
             extensions = leaf.extensions  # a malformed extension is the client's fault
@@ -142,7 +146,7 @@ def verify(field: str, xfcc: str, state: State) -> tuple[Verified | Decision, bo
             ) from None
         check_client_certificate(extensions)
         check_issuer_name(leaf)
-        issuer, used_xfcc = find_allowed_issuer(leaf, xfcc, state)
+        issuer, used_xfcc = find_allowed_issuer(leaf, presented.chain_hint, state)
         if state.spec is not None and not state.spec.subject_allowed(leaf):
             raise Denied(
                 Reason.SUBJECT_NOT_ALLOWED,

@@ -16,6 +16,7 @@ class Reason(StrEnum):
     CERTIFICATE_NOT_YET_VALID = "certificate_not_yet_valid"
     ISSUER_NOT_ALLOWED = "issuer_not_allowed"
     ISSUER_UNKNOWN = "issuer_unknown"
+    XFCC_INVALID = "xfcc_invalid"
     SUBJECT_NOT_ALLOWED = "subject_not_allowed"
     CERTIFICATE_REVOKED = "certificate_revoked"
     CERTIFICATE_STATUS_UNKNOWN = "certificate_status_unknown"

@@ -120,6 +120,7 @@ def make_leaf(
     usages: Sequence[x509.ObjectIdentifier] = (ExtendedKeyUsageOID.CLIENT_AUTH,),
     dns_names: Sequence[str] = (),
     ips: Sequence[str] = (),
+    uris: Sequence[str] = (),
     ocsp_url: str | None = None,
     crl_url: str | None = None,
     not_before: dt.datetime | None = None,
@@ -155,6 +156,7 @@ def make_leaf(
     )
     sans: list[x509.GeneralName] = [x509.DNSName(n) for n in dns_names]
     sans += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips]
+    sans += [x509.UniformResourceIdentifier(uri) for uri in uris]
     if sans:
         builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
     if ocsp_url:

@@ -68,7 +68,14 @@ def load_state(settings: Settings) -> State:
     return State(
         trust=TrustBundle.load(Path(settings.trust_bundle)),
         policy=IssuerPolicy.from_dns(settings.allowed_issuers),
+        source=settings.certificate,
     )
+
+
+def policy_state(state: State, spec: PolicySpec) -> State:
+    """A policy's own State: the same bundle and certificate source, its own issuers, and a
+    verified-certificate memo of its own (what it proved depends on the policy)."""
+    return State(state.trust, IssuerPolicy.from_dns(spec.allowed_issuers), spec, state.source)
 
 
 def http_session() -> aiohttp.ClientSession:
@@ -141,15 +148,8 @@ class Service:
         specs = dict(settings.route_specs)
         default_spec = specs.pop(DEFAULT_POLICY)
         if default_spec.require or tuple(default_spec.allowed_issuers) != settings.allowed_issuers:
-            state = State(
-                state.trust, IssuerPolicy.from_dns(default_spec.allowed_issuers), default_spec
-            )
-        routes = {
-            name: one(
-                name, spec, State(state.trust, IssuerPolicy.from_dns(spec.allowed_issuers), spec)
-            )
-            for name, spec in specs.items()
-        }
+            state = policy_state(state, default_spec)
+        routes = {name: one(name, spec, policy_state(state, spec)) for name, spec in specs.items()}
         default = one(DEFAULT_POLICY, default_spec, state)
         return Runtime(default.authorizer, default.rules, default.audit, routes)
 

@@ -22,6 +22,9 @@ from typing import Any
 
 import yaml
 
+from authz.client_cert.peer import PEER
+from authz.client_cert.source import CertificateSource
+from authz.client_cert.xfcc import PeerThenXfcc, XfccCertificate, XfccElement
 from authz.core.identity import IDENTITY_NAMES
 from authz.core.modes import (
     EnforcementMode,
@@ -55,6 +58,12 @@ _FORBIDDEN_HEADERS = frozenset(
         "x-mtls-authz-reason",
     }
 )
+
+
+class CertificateSourceKind(StrEnum):
+    PEER = "peer"
+    XFCC = "xfcc"
+    PEER_THEN_XFCC = "peer-then-xfcc"
 
 
 class ConfigError(ValueError):
@@ -206,6 +215,14 @@ class Settings:
     allowed_issuers: tuple[str, ...] = setting(
         (), "Issuer DN allowed to issue client certificates (RFC 4514 or /slash/ form).",
         flag="--allowed-issuer", check=_check_issuers)
+    certificate_source: CertificateSourceKind = setting(
+        CertificateSourceKind.PEER,
+        "Where the client certificate comes from: peer (Envoy's include_peer_certificate), "
+        "xfcc (the x-forwarded-client-cert element the gateway added), or peer-then-xfcc.")
+    xfcc_element: XfccElement = setting(
+        XfccElement.FIRST,
+        "Which XFCC element the gateway added: first (SANITIZE_SET), or last (APPEND_FORWARD "
+        "behind trusted proxies; then no element may carry URI or DNS).")
     cert_header: str = setting(
         "X-Client-Cert", "Upstream header that carries the client certificate.",
         check=_check_header)
@@ -291,6 +308,15 @@ class Settings:
     def redacted(self) -> dict[str, Any]:
         """The effective configuration for the startup log line (it holds no secrets)."""
         return {o.key: _shown(getattr(self, o.key)) for o in OPTIONS}
+
+    @functools.cached_property
+    def certificate(self) -> CertificateSource:
+        """The certificate source this configuration names."""
+        if self.certificate_source is CertificateSourceKind.XFCC:
+            return XfccCertificate(self.xfcc_element)
+        if self.certificate_source is CertificateSourceKind.PEER_THEN_XFCC:
+            return PeerThenXfcc(self.xfcc_element)
+        return PEER
 
     @functools.cached_property
     def ocsp_config(self) -> OcspConfig:

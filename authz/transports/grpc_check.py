@@ -20,6 +20,7 @@ from envoy.type.v3 import http_status_pb2
 from google.protobuf import wrappers_pb2
 from google.rpc import code_pb2, status_pb2
 
+from authz.core.certificate import XFCC_HEADER
 from authz.core.check import CheckHandler
 from authz.core.policies import POLICY_KEY
 from authz.core.reasons import Reason
@@ -28,7 +29,6 @@ from authz.core.verdict import INTERNAL_ERROR_VERDICT, Verdict
 
 log = logging.getLogger("authz.check")
 
-XFCC_HEADER = "x-forwarded-client-cert"
 REQUEST_ID_HEADER = "x-request-id"
 # Route metadata under the Lua filter's name holds the policy the verdict cache keys on
 # (envoy/verdict-cache.lua); with `route_metadata_context_namespaces` Envoy sends it here.

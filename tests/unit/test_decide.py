@@ -6,6 +6,7 @@ import pytest
 from cryptography import x509
 
 from authz.client_cert.peer import PEER
+from authz.client_cert.source import Presented
 from authz.core.decision import State, VerifiedMemo, decide
 from authz.core.issuers import IssuerPolicy
 from authz.core.reasons import Reason
@@ -161,11 +162,11 @@ def test_the_leaf_comes_from_the_state_s_certificate_source(pki: LabPki) -> None
     class FromPath:
         name = "path"
 
-        def field(self, request: CheckInput) -> str:
-            return request.path
+        def present(self, request: CheckInput) -> Presented:
+            return Presented(request.path)
 
-        def leaf(self, field: str) -> x509.Certificate:
-            return PEER.leaf(field)
+        def leaf(self, presented: Presented) -> x509.Certificate:
+            return PEER.leaf(presented)
 
     good = envoy_field(pki.client("from-source").cert)
     state = State(
