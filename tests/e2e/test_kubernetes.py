@@ -179,7 +179,7 @@ def test_shared_configs_differ_from_base_only_where_they_must() -> None:
     shared_envoy = yaml.safe_load((K8S / "overlays" / "shared" / "envoy.yaml").read_text())
     assert _without_authz_cluster(base_envoy) == _without_authz_cluster(shared_envoy)
     base_config = yaml.safe_load((K8S / "base" / "config.yaml").read_text())
-    shared_config = yaml.safe_load((K8S / "overlays" / "shared" / "config.yaml").read_text())
+    shared_config = yaml.safe_load((K8S / "authz-service" / "config.yaml").read_text())
     assert base_config.pop("listen") == "127.0.0.1:9191"
     assert shared_config.pop("listen") == "0.0.0.0:9191"
     assert base_config == shared_config
