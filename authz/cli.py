@@ -166,7 +166,7 @@ def _serve(args: argparse.Namespace, argv: list[str]) -> int:
     except (TrustBundleError, ValueError) as e:
         log.error("cannot start: %s", e)
         return EXIT_CONFIG_ERROR
-    except RuntimeError as e:  # grpc: failed to bind
+    except (RuntimeError, OSError) as e:  # failed to bind (grpc raises RuntimeError)
         log.error("cannot start: %s", e)
         return 1
 

@@ -113,3 +113,36 @@ def envoy_xfcc_element(
         fields.append(f"URI={uri}")
     fields.extend(f"DNS={name}" for name in dns)
     return ";".join(fields)
+
+
+def http_variant(template: Path, out: Path) -> Path:
+    """A shipped gRPC-mode Envoy config in HTTP mode: envoy-http.yaml's ext_authz filter and
+    cluster, and each route's context-extension policy moved to the route metadata that
+    envoy-http.yaml sends as the policy header."""
+    shipped = yaml.safe_load((template.parent / "envoy-http.yaml").read_text())
+    http_authz = http_filter(shipped, "envoy.filters.http.ext_authz")
+    http_cluster = next(
+        c for c in shipped["static_resources"]["clusters"] if c["name"] == "mtls_authz"
+    )
+
+    def edit(config: dict[str, Any]) -> None:
+        for entry in gateway_hcm(config)["http_filters"]:
+            if entry["name"] == "envoy.filters.http.ext_authz":
+                entry["typed_config"] = http_authz
+        clusters = config["static_resources"]["clusters"]
+        config["static_resources"]["clusters"] = [
+            http_cluster if c["name"] == "mtls_authz" else c for c in clusters
+        ]
+        for vhost in gateway_hcm(config)["route_config"]["virtual_hosts"]:
+            for route in vhost["routes"]:
+                per_filter = route.get("typed_per_filter_config", {})
+                authz = per_filter.pop("envoy.filters.http.ext_authz", None)
+                if authz is None:
+                    continue
+                policy = authz["check_settings"]["context_extensions"]["policy"]
+                metadata = route.setdefault("metadata", {}).setdefault("filter_metadata", {})
+                metadata.setdefault("envoy.filters.http.lua", {})["policy"] = policy
+                if not per_filter:
+                    route.pop("typed_per_filter_config")
+
+    return edited_template(template, out, edit)

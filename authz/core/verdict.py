@@ -32,9 +32,18 @@ from authz.core.reasons import FIXED_STATUS, Reason
 REASON_HEADER = "x-mtls-authz-reason"
 WOULD_DENY_HEADER = "x-mtls-authz-would-deny"
 REVOCATION_HEADER = "x-mtls-authz-revocation"
+# What Envoy adds to an HTTP-mode check request (envoy-http.yaml): the leaf and the route's policy.
+PEER_CERT_HEADER = "x-mtls-authz-peer-cert"
+POLICY_HEADER = "x-mtls-authz-policy"
 # Headers this service owns upstream besides the certificate header: a client-sent copy of any of
-# them is removed on every allowed request.
-OWNED_HEADERS: tuple[str, ...] = (REVOCATION_HEADER, WOULD_DENY_HEADER, *IDENTITY_HEADERS)
+# them is removed on every allowed request (the HTTP-mode inputs too, whatever the transport).
+OWNED_HEADERS: tuple[str, ...] = (
+    REVOCATION_HEADER,
+    WOULD_DENY_HEADER,
+    *IDENTITY_HEADERS,
+    PEER_CERT_HEADER,
+    POLICY_HEADER,
+)
 ALLOW_STATUS = 200
 
 # Refusals that may not hold a moment later: never replayed.

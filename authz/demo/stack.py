@@ -54,7 +54,10 @@ class LocalStack:
     pki: LabPki
     authz_args: Sequence[str] = ()
     envoy_binary: str = field(default_factory=default_envoy)
-    envoy_template: Path = REPO_ENVOY_DIR / "envoy.yaml"
+    envoy_template: Path | None = None
+    """Default: the shipped envoy.yaml, or envoy-http.yaml for the HTTP transport."""
+    transport: str = "grpc"
+    """How Envoy asks mtls-authz: grpc (`--listen`) or http (`--http-listen`)."""
     envoy_trusted: Sequence[Identity] = ()
     """CAs Envoy trusts for client certificates; default: the lab root."""
     trust_bundle: Sequence[Identity] = ()
@@ -64,6 +67,9 @@ class LocalStack:
     """Responder URL for the issuing CA, overriding AIA (`--ocsp-responder`)."""
 
     def __post_init__(self) -> None:
+        if self.envoy_template is None:
+            shipped = "envoy-http.yaml" if self.transport == "http" else "envoy.yaml"
+            self.envoy_template = REPO_ENVOY_DIR / shipped
         self.ports = {
             "listen": free_port(),
             "admin": free_port(),
@@ -120,8 +126,7 @@ class LocalStack:
             "-m",
             "authz",
             "serve",
-            "--listen",
-            f"127.0.0.1:{self.ports['authz']}",
+            *self._listen_flags(),
             "--trust-bundle",
             str(self.workdir / "trust-bundle.pem"),
         ]
@@ -130,6 +135,12 @@ class LocalStack:
         if self.ocsp_override:
             argv += ["--ocsp-responder", f"{LabPki.ISSUING_DN}={self.ocsp_override}"]
         return [*argv, *self.authz_args]
+
+    def _listen_flags(self) -> list[str]:
+        address = f"127.0.0.1:{self.ports['authz']}"
+        if self.transport == "http":
+            return ["--listen", "", "--http-listen", address]
+        return ["--listen", address]
 
     def start_authz(self) -> Process:
         """(Re)start mtls-authz; the tests stop and start it to see Envoy fail closed."""
@@ -141,6 +152,7 @@ class LocalStack:
         return authz
 
     def _start_envoy(self, files: dict[str, Path]) -> None:
+        assert self.envoy_template is not None
         config = envoy_config.render(
             self.envoy_template,
             listener_ports={"mtls_gateway": self.ports["listen"], "ops": self.ports["ops"]},

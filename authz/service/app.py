@@ -53,6 +53,7 @@ from authz.service.settings import (
     load_settings,
 )
 from authz.transports.grpc_check import AuthorizationServicer
+from authz.transports.http_check import HttpCheckServer
 
 log = logging.getLogger("authz.server")
 
@@ -233,29 +234,41 @@ async def _run(service: Service) -> int:
     # SO_REUSEPORT only for --workers: otherwise a second instance on the same port must fail
     # to start rather than silently take half of the Checks.
     reuse_port = 1 if os.environ.get(workers.WORKER_ENV) else 0
-    server = grpc.aio.server(options=[("grpc.so_reuseport", reuse_port)])
-    external_auth_pb2_grpc.add_AuthorizationServicer_to_server(
-        AuthorizationServicer(CheckService(lambda: service.runtime, service.metrics)), server
-    )
     health = HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health, server)
     readiness = Readiness(health)
-    port = server.add_insecure_port(settings.listen)
+    server, listening = None, {}
+    if settings.listen:
+        server = grpc.aio.server(options=[("grpc.so_reuseport", reuse_port)])
+        checks = CheckService(lambda: service.runtime, service.metrics, "grpc")
+        external_auth_pb2_grpc.add_AuthorizationServicer_to_server(
+            AuthorizationServicer(checks), server
+        )
+        health_pb2_grpc.add_HealthServicer_to_server(health, server)
+        port = server.add_insecure_port(settings.listen)
+        listening["grpc_listen"] = f"{settings.listen.rpartition(':')[0]}:{port}"
+    http_server = None
+    if settings.http_listen:
+        http_server = HttpCheckServer(
+            CheckService(lambda: service.runtime, service.metrics, "http")
+        )
+        host, _, wanted = settings.http_listen.rpartition(":")
+        port = await http_server.start(host, int(wanted), reuse_port=bool(reuse_port))
+        listening["http_listen"] = f"{host}:{port}"
     runner = None
     if settings.metrics_listen:
         app = http.make_app(service.metrics.registry, lambda: readiness.ready)
         runner = await http.start(app, settings.metrics_listen)
-    await server.start()
+    if server is not None:
+        await server.start()
     # Everything loaded so far lives as long as the process: keep the cyclic GC from walking it
     # again and again under load (it showed as p99 stalls).
     gc.freeze()
     await readiness.serving()
     workers.mark_ready(os.getpid(), True)
-    host = settings.listen.rpartition(":")[0]
     log.info(
         "serving",
         extra={
-            "grpc_listen": f"{host}:{port}",
+            **listening,
             "metrics_listen": settings.metrics_listen or None,
             "config": settings.redacted(),
             "trust_bundle_certificates": len(service.runtime.authorizer.state.trust.certificates),
@@ -286,7 +299,10 @@ async def _run(service: Service) -> int:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-    await server.stop(settings.shutdown_grace)
+    await asyncio.gather(
+        *([server.stop(settings.shutdown_grace)] if server is not None else []),
+        *([http_server.stop(settings.shutdown_grace)] if http_server is not None else []),
+    )
     if runner is not None:
         await runner.cleanup()
     log.info("stopped")

@@ -24,9 +24,17 @@ log = logging.getLogger("authz.check")
 
 
 class CheckService:
-    def __init__(self, runtime: Callable[[], Runtime], metrics: Metrics | None = None) -> None:
+    def __init__(
+        self,
+        runtime: Callable[[], Runtime],
+        metrics: Metrics | None = None,
+        transport: str = "grpc",
+    ) -> None:
         self._runtime = runtime
         self._metrics = metrics
+        self.transport = transport
+        if metrics is not None:
+            metrics.prepare(transport)
 
     async def __call__(self, request: CheckInput) -> Verdict:
         started = time.perf_counter()
@@ -36,7 +44,7 @@ class CheckService:
         except asyncio.CancelledError:
             # Envoy gave up (its timeout) or the server is stopping: nothing was decided.
             if self._metrics is not None:
-                self._metrics.observe_cancelled(time.perf_counter() - started)
+                self._metrics.observe_cancelled(time.perf_counter() - started, self.transport)
             log.info("check cancelled", extra=request_fields(request))
             raise
         try:
@@ -65,6 +73,8 @@ class CheckService:
         if self._metrics is not None:
             elapsed = time.perf_counter() - started
             if decision.audit_reason is not None:
-                self._metrics.observe_audit_deny(decision.audit_reason, elapsed)
+                self._metrics.observe_audit_deny(decision.audit_reason, elapsed, self.transport)
             else:
-                self._metrics.observe_decision(decision.allowed, decision.reason, elapsed)
+                self._metrics.observe_decision(
+                    decision.allowed, decision.reason, elapsed, self.transport
+                )

@@ -33,8 +33,9 @@ class Metrics:
         self.registry = registry
         self.decisions = Counter(
             "mtls_authz_decisions",
-            "Check decisions: allow, deny (by reason), or cancelled before a decision.",
-            ["decision", "reason"],
+            "Check decisions: allow, deny (by reason), or cancelled before a decision; by the "
+            "transport Envoy used (grpc, http).",
+            ["decision", "reason", "transport"],
             registry=registry,
         )
         self.check_duration = Histogram(
@@ -98,13 +99,9 @@ class Metrics:
         build_info.labels(version=__version__).set(1)
         self._responders: set[str] = set()
         self._cache_size: Callable[[], int] | None = None
-        # Children looked up once: every Check touches them.
-        self._denied = {r: self.decisions.labels(decision="deny", reason=r.value) for r in Reason}
-        self._allowed = self.decisions.labels(decision="allow", reason="none")
-        self._cancelled = self.decisions.labels(decision="cancelled", reason="none")
-        self._audit_denied = {
-            r: self.decisions.labels(decision="audit_deny", reason=r.value) for r in Reason
-        }
+        # Children looked up once per (decision, reason, transport): every Check touches them.
+        self._children: dict[tuple[str, str, str], Counter] = {}
+        self.prepare("grpc")
         self._lookups = {
             r: self.cache_lookups.labels(result=r)
             for r in ("hit", "miss", "coalesced", "stale_refresh")
@@ -112,21 +109,38 @@ class Metrics:
         for result in ("success", "error"):
             self.config_reloads.labels(result=result)
 
-    def observe_decision(self, allowed: bool, reason: Reason | None, seconds: float) -> None:
+    def prepare(self, transport: str) -> None:
+        """Export every decision and reason of a transport from the start, at 0."""
+        for reason in Reason:
+            for decision in ("deny", "audit_deny"):
+                self._count(decision, reason.value, transport, 0)
+        for decision in ("allow", "cancelled"):
+            self._count(decision, "none", transport, 0)
+
+    def _count(self, decision: str, reason: str, transport: str, amount: int = 1) -> None:
+        key = (decision, reason, transport)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = self.decisions.labels(*key)
+        child.inc(amount)
+
+    def observe_decision(
+        self, allowed: bool, reason: Reason | None, seconds: float, transport: str = "grpc"
+    ) -> None:
         if allowed:
-            self._allowed.inc()
+            self._count("allow", "none", transport)
         else:
-            self._denied[reason or Reason.INTERNAL_ERROR].inc()
+            self._count("deny", (reason or Reason.INTERNAL_ERROR).value, transport)
         self.check_duration.observe(seconds)
 
-    def observe_audit_deny(self, reason: Reason, seconds: float) -> None:
+    def observe_audit_deny(self, reason: Reason, seconds: float, transport: str = "grpc") -> None:
         """Audit mode: let through, but this is what enforcement would have refused."""
-        self._audit_denied[reason].inc()
+        self._count("audit_deny", reason.value, transport)
         self.check_duration.observe(seconds)
 
-    def observe_cancelled(self, seconds: float) -> None:
+    def observe_cancelled(self, seconds: float, transport: str = "grpc") -> None:
         """A Check abandoned before a decision (Envoy's timeout, or shutdown)."""
-        self._cancelled.inc()
+        self._count("cancelled", "none", transport)
         self.check_duration.observe(seconds)
 
     def responder(self, url: str) -> str:

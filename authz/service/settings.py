@@ -204,8 +204,12 @@ def setting(
 # fmt: off
 @dataclass(frozen=True)
 class Settings:
-    listen: str = setting("127.0.0.1:9191", "gRPC listen address for Envoy's ext_authz calls.",
-                          check=_check_listen)
+    listen: str = setting(
+        "127.0.0.1:9191", "gRPC listen address for Envoy's ext_authz calls (empty: off).",
+        check=_check_optional_listen)
+    http_listen: str = setting(
+        "", "HTTP listen address for Envoy's ext_authz in HTTP service mode (empty: off).",
+        check=_check_optional_listen)
     metrics_listen: str = setting(
         "", "HTTP listen address for /metrics, /healthz and /readyz (empty: off).",
         check=_check_optional_listen)
@@ -466,6 +470,8 @@ def load_settings(
             values["route_specs"] = route_policies(values, deprecated)
         except ValueError as e:
             problems.append(f"policies: {e}")
+    if not problems and not values["listen"] and not values["http_listen"]:
+        problems.append("listen, http_listen: at least one transport must listen")
     if problems:
         raise ConfigError("; ".join(problems))
     return Settings(**values, deprecations=tuple(deprecated))

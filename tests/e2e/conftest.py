@@ -5,13 +5,16 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from authz.demo import envoy_config
-from authz.demo.pki import LabPki, pem_bundle
+from authz.demo.openssl_ocsp import OpensslCa
+from authz.demo.pki import Identity, LabPki, pem_bundle
+from authz.demo.processes import Process, free_port, http_ok
 from authz.demo.stack import LocalStack, default_envoy
 from tests.ocsp_responder import OcspResponder
 
@@ -84,3 +87,43 @@ def envoy_validate(
         [envoy, "--mode", "validate", "-c", str(path)],
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def crl_site(
+    pki: LabPki, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[OpensslCa, str, dict[str, Identity]]]:
+    """An openssl CA with one revoked client, its CRL served by a plain HTTP server."""
+    root = tmp_path_factory.mktemp("crl")
+    ca = OpensslCa(root / "ca", pki.issuing)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/issuing.crl"
+    clients = {
+        "good": pki.client("crl-good", crl_url=url),
+        "revoked": pki.client("crl-revoked", crl_url=url),
+    }
+    for client in clients.values():
+        ca.add_valid(client)
+    ca.revoke(clients["revoked"], "keyCompromise")
+    site = root / "site"
+    site.mkdir()
+    ca.gencrl(site / "issuing.crl")
+    server = Process(
+        "crl server",
+        [
+            sys.executable,
+            "-m",
+            "http.server",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--directory",
+            str(site),
+        ],
+        root / "http.log",
+    ).start()
+    try:
+        server.wait_until(lambda: http_ok(url), 30, "serving")
+        yield ca, url, clients
+    finally:
+        server.stop()

@@ -3,56 +3,12 @@ certificates' distribution points; and OCSP falling back to the CRL."""
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from authz.demo.openssl_ocsp import OpensslCa
 from authz.demo.pki import Identity, LabPki
-from authz.demo.processes import Process, free_port, http_ok
+from authz.demo.processes import free_port
 from authz.demo.stack import LocalStack
-
-
-@pytest.fixture(scope="module")
-def crl_site(
-    pki: LabPki, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[OpensslCa, str, dict[str, Identity]]]:
-    """An openssl CA with one revoked client, its CRL served by a plain HTTP server."""
-    root = tmp_path_factory.mktemp("crl")
-    ca = OpensslCa(root / "ca", pki.issuing)
-    port = free_port()
-    url = f"http://127.0.0.1:{port}/issuing.crl"
-    clients = {
-        "good": pki.client("crl-good", crl_url=url),
-        "revoked": pki.client("crl-revoked", crl_url=url),
-    }
-    for client in clients.values():
-        ca.add_valid(client)
-    ca.revoke(clients["revoked"], "keyCompromise")
-    site = root / "site"
-    site.mkdir()
-    ca.gencrl(site / "issuing.crl")
-    server = Process(
-        "crl server",
-        [
-            sys.executable,
-            "-m",
-            "http.server",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--directory",
-            str(site),
-        ],
-        root / "http.log",
-    ).start()
-    try:
-        server.wait_until(lambda: http_ok(url), 30, "serving")
-        yield ca, url, clients
-    finally:
-        server.stop()
 
 
 def test_crl_from_the_distribution_point(

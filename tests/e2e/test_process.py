@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import http.client
+import json
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import grpc
@@ -13,11 +16,14 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from authz.demo.pki import LabPki, pem_bundle
 from authz.demo.processes import Process, free_port, tcp_open
+from tests.support import envoy_field
 
 START_TIMEOUT = 30
 
 
-def start_authz(tmp_path: Path, pki: LabPki, *extra: str) -> tuple[Process, int]:
+def start_authz(
+    tmp_path: Path, pki: LabPki, *extra: str, wait_port: int | None = None
+) -> tuple[Process, int]:
     bundle = tmp_path / "bundle.pem"
     bundle.write_bytes(pem_bundle(pki.root.cert, pki.issuing.cert))
     port = free_port()
@@ -26,7 +32,8 @@ def start_authz(tmp_path: Path, pki: LabPki, *extra: str) -> tuple[Process, int]
         "--trust-bundle", str(bundle), "--allowed-issuer", LabPki.ISSUING_DN, *extra,
     ]  # fmt: skip
     process = Process("mtls-authz", argv, tmp_path / "authz.log").start()
-    process.wait_until(lambda: tcp_open(port), START_TIMEOUT, "listening")
+    ready = wait_port or port
+    process.wait_until(lambda: tcp_open(ready), START_TIMEOUT, "listening")
     return process, port
 
 
@@ -79,3 +86,36 @@ def test_unreadable_trust_bundle_fails_at_start(tmp_path: Path) -> None:
     )  # fmt: skip
     assert done.returncode == 2
     assert "none.pem" in done.stderr
+
+
+def test_http_transport_drains_in_flight_checks_on_sigterm(pki: LabPki, tmp_path: Path) -> None:
+    """A check waiting on a slow responder when SIGTERM arrives is still answered; then exit 0."""
+    slow = tmp_path / "slow.py"
+    slow.write_text(
+        "import socket, time\n"
+        "s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+        "s.bind(('127.0.0.1', int(__import__('sys').argv[1]))); s.listen()\n"
+        "while True:\n"
+        "    c, _ = s.accept(); time.sleep(1.5); c.close()\n"
+    )
+    responder_port, http_port = free_port(), free_port()
+    responder = Process("slow responder", [sys.executable, str(slow), str(responder_port)],
+                        tmp_path / "slow.log").start()  # fmt: skip
+    responder.wait_until(lambda: tcp_open(responder_port), START_TIMEOUT, "listening")
+    extra = ["--listen", "", "--http-listen", f"127.0.0.1:{http_port}",
+             "--ocsp-responder", f"{LabPki.ISSUING_DN}=http://127.0.0.1:{responder_port}/"]  # fmt: skip
+    process, _ = start_authz(tmp_path, pki, *extra, wait_port=http_port)
+    try:
+        connection = http.client.HTTPConnection("127.0.0.1", http_port, timeout=10)
+        certificate = envoy_field(pki.client("drain").cert)
+        connection.request("GET", "/check/drain", headers={"x-mtls-authz-peer-cert": certificate})
+        time.sleep(0.3)  # the check is waiting on the responder
+        process.signal(signal.SIGTERM)
+        response = connection.getresponse()
+        assert response.status == 503  # the responder closed without answering: fail closed
+        assert json.loads(response.read())["error"] == "revocation_check_failed"
+        assert process.wait(timeout=15) == 0
+        assert "Traceback" not in process.log_text()
+    finally:
+        process.stop()
+        responder.stop()

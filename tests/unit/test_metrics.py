@@ -12,6 +12,8 @@ from authz.service.metrics import MAX_RESPONDER_LABELS, OTHER_RESPONDER, Metrics
 
 
 def value(metrics: Metrics, name: str, **labels: str) -> float | None:
+    if name == "mtls_authz_decisions_total":
+        labels.setdefault("transport", "grpc")
     return metrics.registry.get_sample_value(name, labels)
 
 

@@ -128,9 +128,19 @@ async def test_a_cancelled_check_is_counted_as_cancelled_not_as_a_decision(pki: 
     with pytest.raises(asyncio.CancelledError):
         await task
     value = metrics.registry.get_sample_value
-    assert value("mtls_authz_decisions_total", {"decision": "cancelled", "reason": "none"}) == 1
     assert (
-        value("mtls_authz_decisions_total", {"decision": "deny", "reason": "internal_error"}) == 0
+        value(
+            "mtls_authz_decisions_total",
+            {"decision": "cancelled", "reason": "none", "transport": "grpc"},
+        )
+        == 1
+    )
+    assert (
+        value(
+            "mtls_authz_decisions_total",
+            {"decision": "deny", "reason": "internal_error", "transport": "grpc"},
+        )
+        == 0
     )
 
 
@@ -157,12 +167,16 @@ async def test_audit_mode_lets_a_refusal_through_and_counts_it(pki: LabPki) -> N
     value = metrics.registry.get_sample_value
     assert (
         value(
-            "mtls_authz_decisions_total", {"decision": "audit_deny", "reason": "issuer_not_allowed"}
+            "mtls_authz_decisions_total",
+            {"decision": "audit_deny", "reason": "issuer_not_allowed", "transport": "grpc"},
         )
         == 1
     )
     assert (
-        value("mtls_authz_decisions_total", {"decision": "deny", "reason": "issuer_not_allowed"})
+        value(
+            "mtls_authz_decisions_total",
+            {"decision": "deny", "reason": "issuer_not_allowed", "transport": "grpc"},
+        )
         == 0
     )
 
@@ -214,7 +228,10 @@ async def test_nothing_after_the_decision_escapes_check(
         assert json.loads(response.denied_response.body)["error"] == "internal_error"
     assert any("response building failed" in (r.exc_text or "") for r in caplog.records)
     value = metrics.registry.get_sample_value
-    assert value("mtls_authz_decisions_total", {"decision": "deny", "reason": "internal_error"})
+    assert value(
+        "mtls_authz_decisions_total",
+        {"decision": "deny", "reason": "internal_error", "transport": "grpc"},
+    )
 
 
 def with_route_policy(req: external_auth_pb2.CheckRequest, policy: str) -> None:

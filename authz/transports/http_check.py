@@ -1,0 +1,263 @@
+"""Envoy's HTTP ext_authz (`http_service`): the check request → core input, core verdict → HTTP
+response. An asyncio protocol over httptools (llhttp); nothing else happens here.
+
+What Envoy sends (checked on 1.36.2 and 1.40.0): the original method and `path_prefix` + path,
+the headers `allowed_headers` admits, and `authorization_request.headers_to_add`, whose values may
+be formatters. The recommended wiring adds the leaf and the route's policy itself:
+
+    x-mtls-authz-peer-cert: %DOWNSTREAM_PEER_CERT%                        (URL-encoded PEM)
+    x-mtls-authz-policy:    %METADATA(ROUTE:envoy.filters.http.lua:policy)%
+
+A client-sent header of either name reaches mtls-authz only if `allowed_headers` admits it (it
+must not), and an allow removes client-sent copies upstream.
+
+What Envoy does with the answer: 200 allows, copying the headers `allowed_upstream_headers`
+admits (overwriting) and removing those named in `x-envoy-auth-headers-to-remove`; any other 4xx
+refuses with our status, body and the headers `allowed_client_headers` admits. **A 5xx is an
+error to Envoy**: the client gets `status_on_error`, and with `failure_mode_allow: true` the
+request would pass — so in HTTP mode `failure_mode_allow` must stay false (as shipped).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import functools
+import logging
+from collections.abc import Callable
+from http import HTTPStatus
+
+import httptools
+
+from authz.core.certificate import MAX_CERTIFICATE_FIELD_CHARS, MAX_XFCC_CHARS, XFCC_HEADER
+from authz.core.check import CheckHandler
+from authz.core.reasons import Reason
+from authz.core.request import CheckInput
+from authz.core.verdict import (
+    INTERNAL_ERROR_VERDICT,
+    PEER_CERT_HEADER,
+    POLICY_HEADER,
+    Verdict,
+)
+
+log = logging.getLogger("authz.check")
+
+REQUEST_ID_HEADER = "x-request-id"
+REMOVE_HEADER = "x-envoy-auth-headers-to-remove"
+# Prefix of the headers that carry the verdict for Envoy's verdict cache
+# (`dynamic_metadata_from_headers`); values are strings.
+CACHE_HEADER_PREFIX = "x-mtls-authz-cache-"
+# Envoy writes "-" for a formatter with no value (no certificate, no route metadata).
+_ABSENT = ("", "-")
+# Bounds: the certificate header and XFCC may be large, everything else is small. A request over
+# them is answered 431 and the connection closed.
+MAX_HEADER_BYTES = MAX_CERTIFICATE_FIELD_CHARS + MAX_XFCC_CHARS + 16 * 1024
+MAX_URL_BYTES = 8 * 1024
+# Requests parsed but not answered yet on one connection (pipelining): beyond this, stop reading.
+MAX_PENDING = 64
+
+
+def check_input(headers: dict[str, str], path: str) -> CheckInput:
+    certificate = headers.get(PEER_CERT_HEADER, "")
+    policy = headers.get(POLICY_HEADER, "")
+    return CheckInput(
+        certificate="" if certificate in _ABSENT else certificate,
+        xfcc=headers.get(XFCC_HEADER, ""),
+        policy="" if policy in _ABSENT else policy,
+        request_id=headers.get(REQUEST_ID_HEADER, ""),
+        path=path,
+    )
+
+
+def _reason_phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Unknown"
+
+
+def _header_lines(headers: list[tuple[str, str]]) -> bytes:
+    return b"".join(f"{name}: {value}\r\n".encode("latin-1") for name, value in headers)
+
+
+@functools.lru_cache(maxsize=8192)
+def render(verdict: Verdict, close: bool) -> bytes:
+    """The HTTP/1.1 response for a verdict, shared between requests with the same verdict."""
+    headers = list(verdict.headers)
+    body = b""
+    if verdict.allowed:
+        headers.append((REMOVE_HEADER, ",".join(verdict.remove)))
+    else:
+        body = verdict.body.encode()
+    if verdict.ttl is not None:
+        headers.extend(_cache_headers(verdict))
+    headers.append(("content-length", str(len(body))))
+    if close:
+        headers.append(("connection", "close"))
+    status = f"HTTP/1.1 {verdict.status} {_reason_phrase(verdict.status)}\r\n".encode()
+    return status + _header_lines(headers) + b"\r\n" + body
+
+
+def _cache_headers(verdict: Verdict) -> list[tuple[str, str]]:
+    """The verdict for Envoy's verdict cache, as string headers (`dynamic_metadata_from_headers`
+    turns them into `envoy.filters.http.ext_authz` metadata; `envoy/verdict-cache.lua` reads
+    them in HTTP mode). The headers to set and remove are the response's own."""
+    metadata = verdict.cache_metadata()
+    fields = [("ttl", str(metadata["ttl"])), ("policy", verdict.policy)]
+    fields.append(("decision", metadata["decision"]))
+    if not verdict.allowed:
+        fields += [("status", str(verdict.status)), ("body", verdict.body)]
+    return [(CACHE_HEADER_PREFIX + name, value) for name, value in fields]
+
+
+_BAD_REQUEST = (
+    b"HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain\r\ncontent-length: 12\r\n"
+    b"connection: close\r\n\r\nbad request\n"
+)
+_TOO_LARGE = (
+    b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: text/plain\r\n"
+    b"content-length: 17\r\nconnection: close\r\n\r\nheaders too large\n"
+)
+INTERNAL_ERROR_RESPONSE = render(INTERNAL_ERROR_VERDICT, True)
+
+
+class _TooLarge(Exception):
+    """Raised in a parser callback; httptools re-raises it wrapped, so `oversized` says why."""
+
+
+class CheckProtocol(asyncio.Protocol):
+    """One connection from Envoy: requests parsed in order, answered in order (pipelining),
+    keep-alive unless the request says otherwise."""
+
+    def __init__(self, checks: CheckHandler, connections: set[CheckProtocol]) -> None:
+        self._checks = checks
+        self._connections = connections
+        self._parser = httptools.HttpRequestParser(self)
+        self._transport: asyncio.Transport | None = None
+        self._pending: collections.deque[tuple[CheckInput, bool]] = collections.deque()
+        self._worker: asyncio.Task[None] | None = None
+        self._closing = False
+        self._oversized = False
+        self._reset()
+
+    def _reset(self) -> None:
+        self._url = b""
+        self._headers: dict[str, str] = {}
+        self._header_bytes = 0
+        self._name = ""
+
+    # -- asyncio ---------------------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        self._connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._connections.discard(self)
+        self._closing = True
+        if self._worker is not None:
+            self._worker.cancel()
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserError:
+            self._fail(_TOO_LARGE if self._oversized else _BAD_REQUEST)
+        if len(self._pending) >= MAX_PENDING and self._transport is not None:
+            self._transport.pause_reading()
+
+    # -- httptools callbacks ---------------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        self._reset()
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        if len(self._url) > MAX_URL_BYTES:
+            self._oversized = True
+            raise _TooLarge
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._header_bytes += len(name) + len(value)
+        if self._header_bytes > MAX_HEADER_BYTES:
+            self._oversized = True
+            raise _TooLarge
+        key = name.decode("latin-1").lower()
+        self._headers[key] = value.decode("latin-1")
+
+    def on_message_complete(self) -> None:
+        path = self._url.decode("latin-1")
+        request = check_input(self._headers, path)
+        self._pending.append((request, not self._parser.should_keep_alive()))
+        if self._worker is None or self._worker.done():
+            self._worker = asyncio.get_running_loop().create_task(self._answer())
+
+    # -- answering -------------------------------------------------------------------------------
+    async def _answer(self) -> None:
+        while self._pending and not self._closing:
+            request, close = self._pending.popleft()
+            try:
+                response = render(await self._checks(request), close)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("check failed", extra={"reason": Reason.INTERNAL_ERROR.value})
+                response, close = INTERNAL_ERROR_RESPONSE, True
+            self._write(response)
+            if close:
+                self._close()
+                return
+        if self._transport is not None and not self._closing:
+            self._transport.resume_reading()
+
+    def _write(self, response: bytes) -> None:
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.write(response)
+
+    def _fail(self, response: bytes) -> None:
+        self._pending.clear()
+        self._write(response)
+        self._close()
+
+    def _close(self) -> None:
+        self._closing = True
+        if self._transport is not None:
+            self._transport.close()
+
+    @property
+    def answering(self) -> asyncio.Task[None] | None:
+        """The task answering this connection's requests, while there is one."""
+        return None if self._worker is None or self._worker.done() else self._worker
+
+    def close(self) -> None:
+        self._close()
+
+
+class HttpCheckServer:
+    """The listener: starts, and on shutdown stops accepting, lets in-flight checks finish for
+    up to `grace` seconds, then closes every connection."""
+
+    def __init__(self, checks: CheckHandler) -> None:
+        self._checks = checks
+        self._connections: set[CheckProtocol] = set()
+        self._server: asyncio.Server | None = None
+
+    def _protocol(self) -> CheckProtocol:
+        return CheckProtocol(self._checks, self._connections)
+
+    async def start(self, host: str, port: int, reuse_port: bool = False) -> int:
+        factory: Callable[[], CheckProtocol] = self._protocol
+        self._server = await asyncio.get_running_loop().create_server(
+            factory, host, port, reuse_port=reuse_port
+        )
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def stop(self, grace: float) -> None:
+        if self._server is None:
+            return
+        self._server.close()
+        answering = [t for c in self._connections if (t := c.answering) is not None]
+        if answering:
+            await asyncio.wait(answering, timeout=grace)
+        for connection in list(self._connections):
+            connection.close()
+        await self._server.wait_closed()
