@@ -1,10 +1,12 @@
 """`make bench`: mtls-authz side by side with its baselines, on this machine, in one run.
 
 - direct: h2load → Authorization/Check over h2c, mtls-authz (warm cache) vs the floor servicer
+- direct-http: wrk → http_listen (HTTP/1.1, as Envoy's HTTP mode asks) vs the HTTP floor
 - cold: N never-seen certificates at concurrency C, responder with a fixed added latency
 - memory: RSS with 100 000 cached OCSP answers
 - e2e: wrk → client Envoy (originates mTLS) → gateway → direct response, for Envoy alone,
-  Envoy + mtls-authz, and nginx with ssl_ocsp
+  Envoy + floors and mtls-authz over gRPC and HTTP, the verdict cache, and nginx with ssl_ocsp
+  (with and without TLS session resumption); every row once per round, rounds alternating
 
 Servers run on core 0 and load generators on core 1 (taskset) where the machine has two cores.
 Results print as a table and go to benchmarks/results/<date>.md.
@@ -24,6 +26,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,8 +39,10 @@ from authz.demo.pki import LabPki, make_ocsp_signer, pem_bundle, reissue
 from authz.demo.processes import Process, free_port, http_ok, tcp_open
 from authz.revocation.fetch import get_url
 from authz.revocation.ocsp import build_query
+from authz.transports.http_check import PEER_CERT_HEADER
 from benchmarks.requests import check_request
 from tests.ocsp_responder import OcspResponder
+from tests.support import envoy_field
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -97,10 +102,13 @@ def h2load(
     )
 
 
-def wrk(port: int, seconds: int, connections: int) -> Load:
+def wrk(
+    port: int, seconds: int, connections: int, path: str = "/bench", headers: tuple[str, ...] = ()
+) -> Load:
     argv = [
         *LOAD_CPU, "wrk", "-t", "1", "-c", str(connections), "-d", f"{seconds}s", "--latency",
-        "--timeout", "5s", f"http://127.0.0.1:{port}/bench",
+        "--timeout", "5s", *(f for h in headers for f in ("-H", h)),
+        f"http://127.0.0.1:{port}{path}",
     ]  # fmt: skip
     done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60, check=True)
     out = done.stdout
@@ -118,13 +126,20 @@ def wrk(port: int, seconds: int, connections: int) -> Load:
 
 
 def start_authz(
-    workdir: Path, pki: LabPki, responder: OcspResponder | str, *extra: str, pin: bool = True
+    workdir: Path,
+    pki: LabPki,
+    responder: OcspResponder | str,
+    *extra: str,
+    pin: bool = True,
+    http: bool = False,
 ) -> tuple[Process, int]:
     bundle = workdir / "bundle.pem"
     bundle.write_bytes(pem_bundle(pki.root.cert, pki.issuing.cert))
     port = free_port()
+    address = f"127.0.0.1:{port}"
+    listen = ["--listen", "", "--http-listen", address] if http else ["--listen", address]
     argv = [
-        *(SERVER_CPU if pin else []), sys.executable, "-m", "authz", "serve", "--listen", f"127.0.0.1:{port}",
+        *(SERVER_CPU if pin else []), sys.executable, "-m", "authz", "serve", *listen,
         "--trust-bundle", str(bundle), "--allowed-issuer", LabPki.ISSUING_DN,
         "--ocsp-responder", f"{LabPki.ISSUING_DN}={responder if isinstance(responder, str) else responder.url}",
         "--log-level", "warning",
@@ -135,13 +150,13 @@ def start_authz(
     return process, port
 
 
-def start_floor(workdir: Path) -> tuple[Process, int]:
+def start_floor(workdir: Path, http: bool = False) -> tuple[Process, int]:
     port = free_port()
     argv = [
         *SERVER_CPU,
         sys.executable,
         "-m",
-        "benchmarks.floor_server",
+        "benchmarks.http_floor" if http else "benchmarks.floor_server",
         "--listen",
         f"127.0.0.1:{port}",
     ]
@@ -351,7 +366,70 @@ def bench_memory(workdir: Path, pki: LabPki, responder: OcspResponder, entries: 
 # -- end to end -----------------------------------------------------------------------------------
 
 
-def bench_e2e(workdir: Path, pki: LabPki, responder: OcspResponder, seconds: int) -> list[str]:
+def bench_direct_http(
+    workdir: Path, pki: LabPki, responder: OcspResponder, seconds: int, rounds: int
+) -> list[str]:
+    """wrk straight at http_listen, as Envoy asks (the leaf in x-mtls-authz-peer-cert), against
+    the HTTP floor; alternating rounds, the median round of each counts."""
+    header = f"{PEER_CERT_HEADER}: {envoy_field(pki.client('bench-direct-http').cert)}"
+    servers = {
+        "HTTP floor (httptools, 200)": lambda: start_floor(workdir, http=True),
+        "mtls-authz http_listen, warm cache": lambda: start_authz(
+            workdir, pki, responder, http=True
+        ),
+    }
+    runs: dict[str, list[Load]] = {name: [] for name in servers}
+    for _ in range(rounds):
+        for name, start in servers.items():
+            process, port = start()
+            try:
+                warm = wrk_once(port, "/check/bench", header)
+                assert warm == "200", f"{name}: {warm}"
+                runs[name].append(wrk(port, seconds, 10, "/check/bench", (header,)))
+            finally:
+                process.stop()
+    return table(
+        f"direct (wrk → HTTP/1.1 check; median of {rounds} alternating rounds)",
+        runs,
+        "HTTP floor (httptools, 200)",
+        "/ floor",
+    )
+
+
+def wrk_once(port: int, path: str, header: str) -> str:
+    done = subprocess.run(
+        ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-H", header,
+         f"http://127.0.0.1:{port}{path}"],
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    return done.stdout
+
+
+def table(title: str, runs: dict[str, list[Load]], base: str, ratio: str) -> list[str]:
+    """One row per peer: the median round, its spread over rounds, and the ratio to `base`."""
+    median = {name: sorted(r, key=lambda x: x.rps)[len(r) // 2] for name, r in runs.items()}
+    lines = [
+        f"| {title} | req/s | {ratio} (spread) | p50 ms | p99 ms | failed | all rounds, req/s |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for name, loads in runs.items():
+        m = median[name]
+        ratios = [x.rps / b.rps for x, b in zip(loads, runs[base], strict=True)]
+        every = ", ".join(f"{x.rps:.0f}" for x in loads)
+        failed = sum(x.failed for x in loads)
+        lines.append(
+            f"| {name} | {m.rps:.0f} | {m.rps / median[base].rps:.2f} "
+            f"({min(ratios):.2f}–{max(ratios):.2f}) | {m.p50_ms:.2f} | {m.p99_ms:.2f} | "
+            f"{failed} | {every} |"
+        )
+    return lines
+
+
+def bench_e2e(
+    workdir: Path, pki: LabPki, responder: OcspResponder, seconds: int, rounds: int
+) -> list[str]:
+    """Every gateway once per round, rounds alternating; each row: the median round, and the
+    ratio to Envoy alone within each round (min–max)."""
     client = pki.client("bench-e2e", ocsp_url=responder.url)
     tls = workdir / "tls"
     server_cert, server_key = pki.server.write(tls, "server")
@@ -363,71 +441,73 @@ def bench_e2e(workdir: Path, pki: LabPki, responder: OcspResponder, seconds: int
         envoy_config.SERVER_KEY: server_key,
         envoy_config.CLIENT_CA: tls / "client-ca.pem",
     }
-    results: dict[str, Load] = {}
-    ocsp_requests: dict[str, int] = {}
-    gateways = {
-        "Envoy alone (no ext_authz)": lambda port: _gateway_envoy(workdir, port, files, None),
-        "Envoy + floor servicer": lambda port: _gateway_envoy(
-            workdir, port, files, start_floor(workdir)
+
+    def envoy(authz: Callable[[], tuple[Process, int]] | None, **kind: bool) -> Gateway:
+        return lambda port: _gateway_envoy(workdir, port, files, authz() if authz else None, **kind)
+
+    gateways: dict[str, Gateway] = {
+        ALONE: envoy(None),
+        "Envoy + gRPC floor servicer": envoy(lambda: start_floor(workdir)),
+        "Envoy + mtls-authz (gRPC)": envoy(lambda: start_authz(workdir, pki, responder)),
+        "Envoy + HTTP floor": envoy(lambda: start_floor(workdir, http=True), http=True),
+        "Envoy + mtls-authz (HTTP)": envoy(
+            lambda: start_authz(workdir, pki, responder, http=True), http=True
         ),
-        "Envoy + mtls-authz": lambda port: _gateway_envoy(
-            workdir, port, files, start_authz(workdir, pki, responder)
+        "Envoy + mtls-authz (gRPC) + verdict cache": envoy(
+            lambda: start_authz(workdir, pki, responder), cached=True
         ),
-        "Envoy + mtls-authz + verdict cache": lambda port: _gateway_envoy(
-            workdir, port, files, start_authz(workdir, pki, responder), cached=True
-        ),
-        "nginx, ssl_ocsp leaf": lambda port: _gateway_nginx(workdir, port, tls),
+        NGINX: lambda port: _gateway_nginx(workdir, port, tls, resumption=True),
+        NGINX_NO_RESUMPTION: lambda port: _gateway_nginx(workdir, port, tls, resumption=False),
     }
-    for name, start in gateways.items():
-        gateway_port = free_port()
-        processes = start(gateway_port)
-        try:
-            client_port, client_envoy = _client_envoy(
-                workdir, gateway_port, client_cert, client_key, tls / "server-ca.pem"
-            )
-            processes.append(client_envoy)
-            check = subprocess.run(
-                [
-                    "curl",
-                    "-s",
-                    "-o",
-                    "/dev/null",
-                    "-w",
-                    "%{http_code}",
-                    f"http://127.0.0.1:{client_port}/bench",
-                ],
-                capture_output=True,
-                text=True,
-                timeout=30,
-                check=False,
-            )
-            assert check.stdout == "200", f"{name}: {check.stdout}"
-            before = responder.requests
-            results[name] = wrk(client_port, seconds, connections=32)
-            ocsp_requests[name] = responder.requests - before
-        finally:
-            for process in reversed(processes):
-                process.stop()
-    alone = results["Envoy alone (no ext_authz)"]
-    nginx = results["nginx, ssl_ocsp leaf"]
-    lines = [
-        "| end to end (wrk → client Envoy → gateway) | req/s | p50 ms | p99 ms | / Envoy alone | / nginx | OCSP requests | worst-case revocation staleness |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
-    ]
-    for name, r in results.items():
-        lines.append(
-            f"| {name} | {r.rps:.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | {r.rps / alone.rps:.2f} | {r.rps / nginx.rps:.2f} | {ocsp_requests[name]} | {STALENESS[name]} |"
-        )
+    runs: dict[str, list[Load]] = {name: [] for name in gateways}
+    ocsp_requests: dict[str, int] = dict.fromkeys(gateways, 0)
+    for _ in range(rounds):
+        for name, start in gateways.items():
+            gateway_port = free_port()
+            processes = start(gateway_port)
+            try:
+                client_port, client_envoy = _client_envoy(
+                    workdir, gateway_port, client_cert, client_key, tls / "server-ca.pem"
+                )
+                processes.append(client_envoy)
+                # One request first, as any client's first request: it also leaves a TLS
+                # session the load's connections resume.
+                warm = wrk_once(client_port, "/bench", "x-bench: warm")
+                assert warm == "200", f"{name}: {warm}"
+                before = responder.requests
+                runs[name].append(wrk(client_port, seconds, connections=32))
+                ocsp_requests[name] += responder.requests - before
+            finally:
+                for process in reversed(processes):
+                    process.stop()
+    lines = table(
+        f"end to end (wrk → client Envoy → gateway; median of {rounds} rounds)",
+        runs,
+        ALONE,
+        "/ Envoy alone",
+    )
+    lines.append("")
+    lines.append("| gateway | OCSP requests during the load | worst-case revocation staleness |")
+    lines.append("| --- | ---: | --- |")
+    lines += [f"| {name} | {ocsp_requests[name]} | {STALENESS[name]} |" for name in gateways]
     return lines
 
 
+Gateway = Callable[[int], list[Process]]
+ALONE = "Envoy alone (no ext_authz)"
+NGINX = "nginx, ssl_ocsp leaf"
+NGINX_NO_RESUMPTION = "nginx, ssl_ocsp leaf, TLS session resumption off"
+
 # How long a revocation can go unseen with each gateway as configured here (defaults).
 STALENESS = {
-    "Envoy alone (no ext_authz)": "never checked",
-    "Envoy + floor servicer": "never checked",
-    "Envoy + mtls-authz": "ocsp_cache_max_age = 300 s",
-    "Envoy + mtls-authz + verdict cache": "ocsp_cache_max_age + verdict_cache_ttl = 330 s",
-    "nginx, ssl_ocsp leaf": "until the response's nextUpdate (1 h here)",
+    ALONE: "never checked",
+    "Envoy + gRPC floor servicer": "never checked",
+    "Envoy + mtls-authz (gRPC)": "ocsp_cache_max_age = 300 s",
+    "Envoy + HTTP floor": "never checked",
+    "Envoy + mtls-authz (HTTP)": "ocsp_cache_max_age = 300 s",
+    "Envoy + mtls-authz (gRPC) + verdict cache": "ocsp_cache_max_age + verdict_cache_ttl = 330 s",
+    NGINX: "until the response's nextUpdate (1 h here)",
+    NGINX_NO_RESUMPTION: "until the response's nextUpdate (1 h here)",
 }
 
 
@@ -437,10 +517,12 @@ def _gateway_envoy(
     files: dict[str, Path],
     authz: tuple[Process, int] | None,
     cached: bool = False,
+    http: bool = False,
 ) -> list[Process]:
     admin, ops = free_port(), free_port()
+    shipped = "envoy-cached.yaml" if cached else "envoy-http.yaml" if http else "envoy.yaml"
     config = envoy_config.render(
-        REPO / "envoy" / ("envoy-cached.yaml" if cached else "envoy.yaml"),
+        REPO / "envoy" / shipped,
         listener_ports={"mtls_gateway": port, "ops": ops},
         admin_port=admin,
         cluster_ports={"mtls_authz": authz[1] if authz else free_port(), "app": free_port()},
@@ -453,6 +535,8 @@ def _gateway_envoy(
         {
             "match": {"prefix": "/"},
             "direct_response": {"status": 200, "body": {"inline_string": "ok\n"}},
+            # The route names its policy: the verdict cache serves only such routes.
+            "metadata": {"filter_metadata": {"envoy.filters.http.lua": {"policy": "default"}}},
         }
     ]
     if authz is None:
@@ -474,9 +558,13 @@ def _start_envoy(name: str, config: Path, admin: int, cpu: list[str]) -> Process
     return envoy
 
 
-def _gateway_nginx(workdir: Path, port: int, tls: Path) -> list[Process]:
+def _gateway_nginx(workdir: Path, port: int, tls: Path, resumption: bool) -> list[Process]:
+    """nginx as its users run it with ssl_ocsp: with TLS session resumption (the default), or
+    with it off. With ssl_ocsp on, nginx 1.22 closes a keep-alive connection after its first
+    request when the client resumed the TLS session, so every request pays a handshake."""
     conf = workdir / f"nginx-{port}.conf"
-    conf.write_text(NGINX_CONF.format(port=port, tls=tls, dir=workdir))
+    off = "" if resumption else "ssl_session_tickets off;\n        ssl_session_cache off;"
+    conf.write_text(NGINX_CONF.format(port=port, tls=tls, dir=workdir, resumption=off))
     nginx = Process(
         "nginx",
         [*SERVER_CPU, "nginx", "-c", str(conf), "-g", "daemon off;"],
@@ -507,6 +595,7 @@ http {{
         ssl_verify_client on;
         ssl_verify_depth 3;
         ssl_ocsp leaf;
+        {resumption}
         keepalive_requests 100000;
         location / {{ return 200 "ok\\n"; }}
     }}
@@ -561,15 +650,17 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--seconds", type=int, default=10, help="Measured seconds per load run.")
-    parser.add_argument("--rounds", type=int, default=3, help="Alternating rounds, direct.")
+    parser.add_argument("--rounds", type=int, default=3, help="Alternating rounds (direct, e2e).")
     parser.add_argument("--cold", type=int, default=500, help="Distinct certificates, cold path.")
     parser.add_argument("--memory-entries", type=int, default=100_000)
     parser.add_argument(
-        "--only", choices=("direct", "workers", "cold", "memory", "e2e"), action="append"
+        "--only",
+        choices=("direct", "direct-http", "workers", "cold", "memory", "e2e"),
+        action="append",
     )
     parser.add_argument("--no-write", action="store_true", help="Print only; no results file.")
     args = parser.parse_args()
-    only = set(args.only or ("direct", "workers", "cold", "memory", "e2e"))
+    only = set(args.only or ("direct", "direct-http", "workers", "cold", "memory", "e2e"))
     pki = LabPki.create()
     sections: list[list[str]] = []
     with (
@@ -583,8 +674,10 @@ def main() -> int:
             sections.append(bench_workers(workdir, pki, responder, args.seconds))
         if "cold" in only:
             sections.append(bench_cold(workdir, pki, args.cold, 50, 0.05))
+        if "direct-http" in only:
+            sections.append(bench_direct_http(workdir, pki, responder, args.seconds, args.rounds))
         if "e2e" in only:
-            sections.append(bench_e2e(workdir, pki, responder, args.seconds))
+            sections.append(bench_e2e(workdir, pki, responder, args.seconds, args.rounds))
         if "memory" in only:
             sections.append(bench_memory(workdir, pki, responder, args.memory_entries))
     header = [

@@ -14,7 +14,9 @@
 -- ext_authz runs unless it sees that mark, so a miss, an error anywhere in this script, or the
 -- filter being off all mean the request is checked as if there were no cache.
 -- The response path stores the verdict from ext_authz's dynamic metadata for its ttl, and only
--- when mtls-authz decided it under the policy the key names.
+-- when mtls-authz decided it under the policy the key names. With ext_authz over gRPC the
+-- metadata is the verdict itself; over HTTP (envoy-http.yaml) it is made of string headers
+-- x-mtls-authz-cache-* (dynamic_metadata_from_headers), read back into the same shape.
 -- One cache per Envoy worker, at most MAX_ENTRIES entries (the oldest go first).
 
 local MAX_ENTRIES = 10000
@@ -76,6 +78,31 @@ local function store(key, verdict, ttl)
   if last - first + 1 > 2 * MAX_ENTRIES then compact() end
 end
 
+-- HTTP mode: the verdict as x-mtls-authz-cache-* strings; nil when there is none.
+local PREFIX = "x-mtls-authz-cache-"
+local function from_headers(metadata)
+  local ttl = tonumber(metadata[PREFIX .. "ttl"] or "")
+  if ttl == nil then return nil end
+  local verdict = {
+    ttl = ttl,
+    policy = metadata[PREFIX .. "policy"],
+    decision = metadata[PREFIX .. "decision"],
+    status = tonumber(metadata[PREFIX .. "status"] or ""),
+    body = metadata[PREFIX .. "body"],
+    reason = metadata[PREFIX .. "reason"],
+    set = {},
+    remove = {},
+  }
+  for key, value in pairs(metadata) do
+    local name = string.match(key, "^x%-mtls%-authz%-cache%-set%-(.+)$")
+    if name ~= nil then verdict.set[name] = value end
+  end
+  for name in string.gmatch(metadata[PREFIX .. "remove"] or "", "[^,]+") do
+    verdict.remove[#verdict.remove + 1] = name
+  end
+  return verdict
+end
+
 local function replay(handle, verdict)
   if verdict.decision == "allow" then
     local headers = handle:headers()
@@ -105,6 +132,7 @@ end
 
 function envoy_on_response(handle)
   local verdict = handle:streamInfo():dynamicMetadata():get("envoy.filters.http.ext_authz")
+  if verdict ~= nil and verdict.ttl == nil then verdict = from_headers(verdict) end
   if verdict == nil or verdict.ttl == nil or verdict.ttl <= 0 then return end
   local key, policy = cache_key(handle)
   if key ~= nil and verdict.policy == policy then store(key, verdict, math.floor(verdict.ttl)) end

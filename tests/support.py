@@ -128,7 +128,10 @@ def http_variant(template: Path, out: Path) -> Path:
     def edit(config: dict[str, Any]) -> None:
         for entry in gateway_hcm(config)["http_filters"]:
             if entry["name"] == "envoy.filters.http.ext_authz":
-                entry["typed_config"] = http_authz
+                gate = entry["typed_config"].get("filter_enabled_metadata")  # the verdict cache's
+                entry["typed_config"] = dict(http_authz)
+                if gate is not None:
+                    entry["typed_config"]["filter_enabled_metadata"] = gate
         clusters = config["static_resources"]["clusters"]
         config["static_resources"]["clusters"] = [
             http_cluster if c["name"] == "mtls_authz" else c for c in clusters

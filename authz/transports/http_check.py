@@ -105,8 +105,12 @@ def _cache_headers(verdict: Verdict) -> list[tuple[str, str]]:
     metadata = verdict.cache_metadata()
     fields = [("ttl", str(metadata["ttl"])), ("policy", verdict.policy)]
     fields.append(("decision", metadata["decision"]))
-    if not verdict.allowed:
+    if verdict.allowed:
+        fields += [(f"set-{name}", value) for name, value in metadata["set"].items()]
+        fields.append(("remove", ",".join(metadata["remove"])))
+    else:
         fields += [("status", str(verdict.status)), ("body", verdict.body)]
+        fields.append(("reason", metadata["reason"]))
     return [(CACHE_HEADER_PREFIX + name, value) for name, value in fields]
 
 

@@ -483,3 +483,45 @@ def test_verdict_cache_component(pki: LabPki, tmp_path: Path) -> None:
     template.write_text(configmap_file(objects, "envoy-config", "envoy.yaml"))
     done = envoy_validate(newest_envoy(), template, pki, tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_http_transport_component(pki: LabPki, tmp_path: Path) -> None:
+    """The sidecar in Envoy's HTTP mode: the shipped envoy-http.yaml, and the base configuration
+    with http_listen on the port that config's cluster calls."""
+    component = K8S / "components" / "http-transport"
+    assert (component / "envoy.yaml").read_text() == (
+        REPO / "envoy" / "envoy-http.yaml"
+    ).read_text()
+    base = yaml.safe_load((K8S / "base" / "config.yaml").read_text())
+    config = yaml.safe_load((component / "config.yaml").read_text())
+    assert (config.pop("listen"), base.pop("listen")) == ("", "127.0.0.1:9191")
+    assert config.pop("http_listen") == "127.0.0.1:9192"
+    assert config == base
+    (tmp_path / "kustomization.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "kustomize.config.k8s.io/v1beta1",
+                "kind": "Kustomization",
+                "resources": [os.path.relpath(K8S / "overlays" / "sidecar", tmp_path)],
+                "components": [os.path.relpath(component, tmp_path)],
+            }
+        )
+    )
+    objects = kustomize(tmp_path)
+    for obj in objects:
+        kubernetes_validate.validate(obj, KUBERNETES_VERSIONS[-1], strict=True)
+    rendered = yaml.safe_load(configmap_file(objects, "envoy-config", "envoy.yaml"))
+    (cluster,) = [c for c in rendered["static_resources"]["clusters"] if c["name"] == "mtls_authz"]
+    endpoint = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
+    address = endpoint["address"]["socket_address"]
+    assert f"{address['address']}:{address['port_value']}" == config_http_listen(objects)
+    template = tmp_path / "envoy.yaml"
+    template.write_text(configmap_file(objects, "envoy-config", "envoy.yaml"))
+    done = envoy_validate(newest_envoy(), template, pki, tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def config_http_listen(objects: list[dict[str, Any]]) -> str:
+    return str(
+        yaml.safe_load(configmap_file(objects, "mtls-authz-config", "config.yaml"))["http_listen"]
+    )

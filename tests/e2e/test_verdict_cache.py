@@ -16,7 +16,7 @@ from authz.demo.openssl_ocsp import OpensslCa, OpensslResponder
 from authz.demo.pki import LabPki
 from authz.demo.stack import REPO_ENVOY_DIR, LocalStack
 from tests.ocsp_responder import Mode, OcspResponder
-from tests.support import edited_template, gateway_hcm
+from tests.support import edited_template, gateway_hcm, http_variant
 
 CACHED = REPO_ENVOY_DIR / "envoy-cached.yaml"
 
@@ -287,3 +287,31 @@ def test_an_entry_stored_again_after_expiry_is_not_evicted_early(
         assert ext_authz_stats(stack)["ok"] == 4
         assert stack.curl(a, "/a-kept").status == 200
         assert ext_authz_stats(stack)["ok"] == 4  # A was still cached
+
+
+def test_the_cache_replays_verdicts_decided_over_http_too(
+    envoy: str, pki: LabPki, fresh_responder: OcspResponder, tmp_path: Path
+) -> None:
+    """ext_authz in HTTP mode: the verdict reaches the Lua as x-mtls-authz-cache-* strings."""
+    template = http_variant(CACHED, tmp_path / "cached-http.yaml")
+    with LocalStack(
+        tmp_path, pki, envoy_binary=envoy, envoy_template=template, transport="http",
+        authz_args=["--verdict-cache-ttl", "30"], ocsp_override=fresh_responder.url,
+    ) as stack:  # fmt: skip
+        client = pki.client("vc-http-good")
+        forged = ["X-Client-Cert: forged", "X-Mtls-Authz-Revocation: forged"]
+        miss = stack.curl(client, "/http-same", headers=forged)
+        hit = stack.curl(client, "/http-same", headers=forged)
+        assert miss.status == hit.status == 200
+        miss_headers, hit_headers = miss.json()["headers"], hit.json()["headers"]
+        for headers in (miss_headers, hit_headers):
+            headers.pop("x-request-id")
+        assert hit_headers == miss_headers
+        assert hit_headers["x-mtls-authz-revocation"] == ["good"]
+        assert (ext_authz_stats(stack)["ok"], ext_authz_stats(stack)["disabled"]) == (1, 1)
+        revoked = pki.client("vc-http-revoked")
+        fresh_responder.revoke(revoked.cert.serial_number)
+        first, again = stack.curl(revoked, "/http-r1"), stack.curl(revoked, "/http-r2")
+        assert first.status == again.status == 400 and first.body == again.body
+        assert again.headers["x-mtls-authz-reason"] == "certificate_revoked"
+        assert ext_authz_stats(stack)["denied"] == 1  # the second was answered by the Lua
