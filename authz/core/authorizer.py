@@ -120,12 +120,20 @@ def apply_outcome(decision: Decision, outcome: RevocationOutcome, mode: Revocati
             "The OCSP responder does not know the client certificate.",
             "unknown",
         )
-    return dataclasses.replace(
-        decision,
-        upstream_headers=((REVOCATION_HEADER, "good"),),
+    # Built directly, not with dataclasses.replace (twice the cost, on every allowed Check): an
+    # allowed decision from `decide` carries only the leaf, its issuer and the chain hint.
+    return Decision(
+        True,
+        leaf=decision.leaf,
+        issuer=decision.issuer,
+        xfcc=decision.xfcc,
+        upstream_headers=_GOOD,
         revocation="good",
         answer_valid_until=status.valid_until,
     )
+
+
+_GOOD = ((REVOCATION_HEADER, "good"),)
 
 
 def _deny(decision: Decision, reason: Reason, message: str, revocation: str) -> Decision:

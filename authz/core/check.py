@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from authz.core.authorizer import Authorizer
 from authz.core.decision import Decision
@@ -28,7 +29,7 @@ from authz.core.verdict import (
 INTERNAL_ERROR = Decision(False, Reason.INTERNAL_ERROR, INTERNAL_ERROR_MESSAGE)
 
 # What a transport calls: a Check in, a verdict out; raises nothing but CancelledError.
-CheckHandler = Callable[[CheckInput], Awaitable[Verdict]]
+CheckHandler = Callable[[CheckInput], Coroutine[Any, Any, Verdict]]
 
 
 @dataclass(frozen=True)

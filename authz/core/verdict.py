@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from authz.core.certificate import byte_sequence, der_base64
 from authz.core.decision import Decision
 from authz.core.identity import IDENTITY_HEADERS, identity_headers
+from authz.core.memo import ByIdentity
 from authz.core.policies import DEFAULT_POLICY
 from authz.core.reasons import FIXED_STATUS, Reason
 
@@ -45,6 +46,10 @@ OWNED_HEADERS: tuple[str, ...] = (
     POLICY_HEADER,
 )
 ALLOW_STATUS = 200
+# Allow verdicts kept per policy: clients, and per client the variants (headers, chain, ttl).
+ALLOW_MEMO_SIZE = 4096
+ALLOW_VARIANTS = 8
+AllowKey = tuple[tuple[tuple[str, str], ...], str, int | None]
 
 # Refusals that may not hold a moment later: never replayed.
 TRANSIENT = frozenset(
@@ -129,6 +134,12 @@ class VerdictRules:
     """The policy these verdicts are decided under: told to the verdict cache with each one."""
 
     @functools.cached_property
+    def _allows(self) -> ByIdentity[x509.Certificate, dict[AllowKey, Verdict]]:
+        """Allow verdicts by leaf (identity: hashing a certificate costs ~1 µs), then by what
+        else they depend on."""
+        return ByIdentity(ALLOW_MEMO_SIZE)
+
+    @functools.cached_property
     def _owned(self) -> tuple[str, ...]:
         """Every header this service sets upstream, the certificate header first."""
         return (self.cert_header.lower(), *OWNED_HEADERS)
@@ -147,8 +158,19 @@ class VerdictRules:
         """The verdict for a decision. Verdicts are shared between Checks of the same client, so
         a returning client costs a cache lookup."""
         if decision.allowed and decision.leaf is not None:
+            leaf = decision.leaf
             xfcc = decision.xfcc if self._uses_chain else ""
-            return _cached_allow(self, decision.leaf, decision.upstream_headers, xfcc, ttl)
+            key = (decision.upstream_headers, xfcc, ttl)
+            per_leaf = self._allows.get(leaf)
+            if per_leaf is None:
+                per_leaf = self._allows.put(leaf, {})
+            found = per_leaf.get(key)
+            if found is None:
+                if len(per_leaf) >= ALLOW_VARIANTS:  # the ttl counts down: old ones go
+                    per_leaf.clear()
+                extra = decision.upstream_headers
+                found = per_leaf[key] = dataclasses.replace(self.allow(leaf, extra, xfcc), ttl=ttl)
+            return found
         if decision.allowed and decision.audit_reason is not None:
             # Audit mode, no usable certificate: nothing to forward, everything owned removed.
             return dataclasses.replace(self.allow(None, decision.upstream_headers), ttl=ttl)
@@ -207,17 +229,6 @@ INTERNAL_ERROR_MESSAGE = "The authorization service failed; the request was refu
 INTERNAL_ERROR_VERDICT = VerdictRules("x-client-cert", CertHeaderFormat.BASE64_DER, 400).deny(
     Reason.INTERNAL_ERROR, INTERNAL_ERROR_MESSAGE
 )
-
-
-@functools.lru_cache(maxsize=4096)
-def _cached_allow(
-    rules: VerdictRules,
-    leaf: x509.Certificate,
-    extra: tuple[tuple[str, str], ...],
-    xfcc: str,
-    ttl: int | None,
-) -> Verdict:
-    return dataclasses.replace(rules.allow(leaf, extra, xfcc), ttl=ttl)
 
 
 @functools.lru_cache(maxsize=1024)

@@ -8,7 +8,6 @@ points), applied before any connection: URLs the operator configured always; any
 
 from __future__ import annotations
 
-import functools
 import ipaddress
 import logging
 import time
@@ -20,6 +19,7 @@ from urllib.parse import urlsplit
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
+from authz.core.memo import ByIdentity
 from authz.core.names import NameKey, name_key
 from authz.revocation.status import RevocationError, RevocationFailure
 
@@ -36,10 +36,15 @@ class Observer(Protocol):
     def observe_cache_lookup(self, result: str) -> None: ...
 
 
-@functools.lru_cache(maxsize=1024)
+_FINGERPRINTS: ByIdentity[x509.Certificate, bytes] = ByIdentity(1024)
+
+
 def issuer_fingerprint(issuer: x509.Certificate) -> bytes:
     """SHA-256 of the issuer certificate: part of every cache key, and how reload prunes them."""
-    return issuer.fingerprint(hashes.SHA256())
+    known = _FINGERPRINTS.get(issuer)
+    if known is not None:
+        return known
+    return _FINGERPRINTS.put(issuer, issuer.fingerprint(hashes.SHA256()))
 
 
 def host_allowed(host: str, allowed: tuple[str, ...]) -> bool:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from cryptography import x509
 
+from authz.core.memo import ByIdentity
 from authz.core.names import NameKey
 from authz.revocation.cache import Loaded, Lookup, SingleFlightCache
 from authz.revocation.fetch import Fetcher
@@ -66,7 +67,7 @@ class OcspChecker:
         self._now = now
         self.urls = SourceUrls(config.overrides or {}, config.allowed_hosts)
         self._loader = SourceLoader("ocsp", self.urls, fetcher.unusable, observer)
-        self._urls: dict[x509.Certificate, str | None] = {}
+        self._urls: ByIdentity[x509.Certificate, str | None] = ByIdentity(URL_MEMO_SIZE)
         # Issuers seen, by fingerprint, with their CertID hashes: what prefetch needs.
         self._issuers: dict[bytes, tuple[x509.Certificate, CertId]] = {}
 
@@ -79,13 +80,10 @@ class OcspChecker:
 
     def responder_url(self, leaf: x509.Certificate) -> str | None:
         """The configured override for the leaf's issuer, else the first AIA OCSP URL."""
-        if leaf in self._urls:
-            return self._urls[leaf]
-        url = self.urls.choose(leaf, aia_ocsp_urls(leaf))
-        if len(self._urls) >= URL_MEMO_SIZE:
-            self._urls.clear()  # crude but bounded; repeat clients refill it at once
-        self._urls[leaf] = url
-        return url
+        known = self._urls.get(leaf)
+        if known is not None:
+            return known
+        return self._urls.put(leaf, self.urls.choose(leaf, aia_ocsp_urls(leaf)))
 
     async def check(
         self, leaf: x509.Certificate, issuer: x509.Certificate, url: str

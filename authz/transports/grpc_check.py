@@ -70,7 +70,7 @@ def overwrite(name: str, value: str) -> base_pb2.HeaderValueOption:
     )
 
 
-@functools.lru_cache(maxsize=8192)
+@functools.lru_cache(maxsize=4096)
 def render(verdict: Verdict) -> external_auth_pb2.CheckResponse:
     """The CheckResponse for a verdict. Shared between Checks of the same verdict (gRPC only
     serializes it), so a returning client costs a cache lookup."""

@@ -24,8 +24,9 @@ import asyncio
 import collections
 import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from http import HTTPStatus
+from typing import Any
 
 import httptools
 
@@ -80,7 +81,7 @@ def _header_lines(headers: list[tuple[str, str]]) -> bytes:
     return b"".join(f"{name}: {value}\r\n".encode("latin-1") for name, value in headers)
 
 
-@functools.lru_cache(maxsize=8192)
+@functools.lru_cache(maxsize=4096)
 def render(verdict: Verdict, close: bool) -> bytes:
     """The HTTP/1.1 response for a verdict, shared between requests with the same verdict."""
     headers = list(verdict.headers)
@@ -123,6 +124,23 @@ _TOO_LARGE = (
     b"content-length: 17\r\nconnection: close\r\n\r\nheaders too large\n"
 )
 INTERNAL_ERROR_RESPONSE = render(INTERNAL_ERROR_VERDICT, True)
+
+
+def answer_now(check: Coroutine[Any, Any, Verdict]) -> Verdict | None:
+    """Run a check to its end if it can end without waiting (a returning client: everything it
+    needs is cached), else abandon it and say so (None): the caller then runs the check again as a
+    task, which joins whatever the first run started (loads are single-flight). Saves creating
+    and scheduling a task for most requests."""
+    try:
+        check.send(None)
+    except StopIteration as done:
+        verdict: Verdict = done.value
+        return verdict
+    except Exception:
+        log.exception("check failed", extra={"reason": Reason.INTERNAL_ERROR.value})
+        return INTERNAL_ERROR_VERDICT
+    check.close()
+    return None
 
 
 class _TooLarge(Exception):
@@ -191,7 +209,13 @@ class CheckProtocol(asyncio.Protocol):
     def on_message_complete(self) -> None:
         path = self._url.decode("latin-1")
         request = check_input(self._headers, path)
-        self._pending.append((request, not self._parser.should_keep_alive()))
+        close = not self._parser.should_keep_alive()
+        if not self._pending and (self._worker is None or self._worker.done()):
+            verdict = answer_now(self._checks(request))
+            if verdict is not None:  # decided without waiting: no task needed
+                self._respond(verdict, close)
+                return
+        self._pending.append((request, close))
         if self._worker is None or self._worker.done():
             self._worker = asyncio.get_running_loop().create_task(self._answer())
 
@@ -200,18 +224,28 @@ class CheckProtocol(asyncio.Protocol):
         while self._pending and not self._closing:
             request, close = self._pending.popleft()
             try:
-                response = render(await self._checks(request), close)
+                verdict = await self._checks(request)
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("check failed", extra={"reason": Reason.INTERNAL_ERROR.value})
-                response, close = INTERNAL_ERROR_RESPONSE, True
-            self._write(response)
-            if close:
-                self._close()
+                verdict = INTERNAL_ERROR_VERDICT
+            if not self._respond(verdict, close):
                 return
         if self._transport is not None and not self._closing:
             self._transport.resume_reading()
+
+    def _respond(self, verdict: Verdict, close: bool) -> bool:
+        """Write the answer; False when the connection is closing after it."""
+        try:
+            response = render(verdict, close)
+        except Exception:
+            log.exception("check failed", extra={"reason": Reason.INTERNAL_ERROR.value})
+            response, close = INTERNAL_ERROR_RESPONSE, True
+        self._write(response)
+        if close:
+            self._close()
+        return not close
 
     def _write(self, response: bytes) -> None:
         if self._transport is not None and not self._transport.is_closing():
