@@ -172,7 +172,7 @@ def _serve(args: argparse.Namespace, argv: list[str]) -> int:
 
 
 def _validate_config(path: Path) -> int:
-    from authz.service.app import load_state
+    from authz.service.app import issuer_warnings, load_state
 
     try:
         settings = _load(path, {})
@@ -180,8 +180,13 @@ def _validate_config(path: Path) -> int:
     except (ConfigError, TrustBundleError, ValueError) as e:
         print(f"{path}: invalid: {e}", file=sys.stderr)
         return EXIT_CONFIG_ERROR
-    for warning in settings.deprecations:
+    warnings = (*settings.deprecations, *issuer_warnings(settings, state))
+    for warning in warnings:
         print(f"{path}: warning: {warning}", file=sys.stderr)
     count = len(state.trust.certificates)
-    print(f"{path}: ok ({count} CA certificates, {len(settings.allowed_issuers)} allowed issuers)")
+    noted = f", {len(warnings)} warnings" if warnings else ""
+    print(
+        f"{path}: ok ({count} CA certificates, {len(settings.allowed_issuers)} allowed issuers"
+        f"{noted})"
+    )
     return 0

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import difflib
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from cryptography import x509
 
-from authz.core.names import NameKey, name_key, parse_dn
+from authz.core.names import NameKey, display, name_key, parse_dn
 
 
 @dataclass(frozen=True)
@@ -23,3 +24,48 @@ class IssuerPolicy:
 
     def allows(self, issuer: x509.Name) -> bool:
         return name_key(issuer) in self.allowed
+
+
+def issuers_without_ca(dns: Sequence[str], bundle_subjects: Sequence[x509.Name]) -> list[str]:
+    """A warning for each allowed issuer no bundle certificate has as its subject.
+
+    Such an issuer can still be reached through intermediates a client offers (XFCC `Chain=`), so
+    this is a warning, not an error; but usually it is a typo, or a DN that an unquoted YAML flow
+    list split at its commas (`[CN=Lab CA,O=Lab]` is two issuers). Each warning names the closest
+    DN the bundle has."""
+    present = {name_key(name): display(name) for name in bundle_subjects}
+    displays = list(present.values())
+    warnings = []
+    for index, dn in enumerate(dns):
+        if name_key(parse_dn(dn)) in present:
+            continue
+        joined = _rejoined(dns, index, present)
+        if joined:
+            warnings.append(
+                f"allowed issuer {dn!r} is part of {joined!r}, split at its commas: quote the DN"
+                " in YAML (a flow list [a,b] splits at every comma)"
+            )
+            continue
+        close = difflib.get_close_matches(dn, displays, n=1, cutoff=0.0)
+        nearest = f"; closest in the bundle: {close[0]!r}" if close else "; the bundle is empty"
+        warnings.append(
+            f"allowed issuer {dn!r} matches no CA certificate in the trust bundle{nearest}"
+            " (only a client-offered intermediate chaining to the bundle can be that issuer)"
+        )
+    return warnings
+
+
+def _rejoined(dns: Sequence[str], index: int, present: dict[NameKey, str]) -> str | None:
+    """The bundle DN that consecutive entries around `index` make when joined with commas."""
+    for start in range(max(0, index - 7), index + 1):
+        for end in range(index + 1, min(len(dns), start + 8) + 1):
+            if end - start < 2:
+                continue
+            text = ",".join(dns[start:end])
+            try:
+                key = name_key(parse_dn(text))
+            except ValueError:
+                continue
+            if key in present:
+                return present[key]
+    return None

@@ -35,6 +35,23 @@ class EnforcementMode(StrEnum):
     """Never refuse; tell the backend what would have been refused."""
 
 
+def choice_text(value: object, choices: tuple[str, ...]) -> str:
+    """A mode as written in YAML: an unquoted `off` (or `no`, `false`) arrives as the boolean
+    false, and `on`/`yes`/`true` as true. Read false as `off` where `off` is a choice (and true
+    as `on`); any other boolean is refused with a message saying how to write the value."""
+    if isinstance(value, bool):
+        word = "on" if value else "off"
+        if word in choices:
+            return word
+        raise ValueError(
+            f"YAML read an unquoted {'on/yes/true' if value else 'off/no/false'} as a boolean;"
+            f" write one of {', '.join(choices)}"
+        )
+    if not isinstance(value, str):
+        raise ValueError(f"expected one of {', '.join(choices)}, got {value!r}")
+    return value.strip()
+
+
 # The 4xx and 5xx statuses Envoy's `envoy.type.v3.StatusCode` knows: a DeniedHttpResponse can
 # carry only these (a test compares this list with the protobuf enum).
 DENY_STATUSES: frozenset[int] = frozenset(

@@ -16,7 +16,12 @@ from typing import Any, TypeVar
 from cryptography import x509
 
 from authz.core.certificate import dns_and_uri_sans
-from authz.core.modes import EnforcementMode, RevocationMode, deny_status_problem
+from authz.core.modes import (
+    EnforcementMode,
+    RevocationMode,
+    choice_text,
+    deny_status_problem,
+)
 from authz.core.names import parse_dn, subject_text
 
 StrEnumT = TypeVar("StrEnumT", bound=StrEnum)
@@ -135,12 +140,14 @@ def parse_policy(
 
 
 def _choice(name: str, key: str, raw: Mapping[str, Any], default: StrEnumT) -> StrEnumT:
-    value = raw.get(key, default)
+    if key not in raw:
+        return default
+    choices = tuple(m.value for m in type(default))
     try:
-        return type(default)(value)
-    except ValueError:
-        choices = ", ".join(type(default))
-        raise ValueError(f"policy {name!r}: {key} must be one of {choices}") from None
+        return type(default)(choice_text(raw[key], choices))
+    except ValueError as e:
+        detail = f": {e}" if isinstance(raw[key], bool) else f" must be one of {', '.join(choices)}"
+        raise ValueError(f"policy {name!r}: {key}{detail}") from None
 
 
 def parse_policies(

@@ -127,13 +127,16 @@ def verify_response(
     nextUpdate (`openssl ocsp -status_age` is the same bound)."""
     response = _parse(der)
     signer = find_signer(response, issuer)
-    _check_signer_authorized(signer, issuer, now)
+    _check_signer_authorized(signer, issuer)
     check_signature(response, signer)
     _check_critical_extensions(response.extensions, "response")
     _check_nonce(response, query.nonce)
     single = _matching_single_response(response, query.cert_id)
     _check_critical_extensions(_single_extensions(response), "single response")
     status = _status(single, now, skew, max_age)
+    # After the answer's own window: an answer not valid at `now` says so, not that its
+    # delegated signer's certificate (usually issued for the same period) is not valid then.
+    _check_signer_valid(signer, issuer, now)
     if max_response_age > 0 and now - status.this_update > skew + dt.timedelta(
         seconds=max_response_age
     ):
@@ -176,10 +179,8 @@ def _key_hash(cert: x509.Certificate) -> bytes:
     return x509.SubjectKeyIdentifier.from_public_key(cert.public_key()).digest
 
 
-def _check_signer_authorized(
-    signer: x509.Certificate, issuer: x509.Certificate, now: dt.datetime
-) -> None:
-    """The issuer itself, or a delegate it issued for OCSP signing that is valid now."""
+def _check_signer_authorized(signer: x509.Certificate, issuer: x509.Certificate) -> None:
+    """The issuer itself, or a delegate it issued for OCSP signing."""
     if signer == issuer:
         return
     if not issued(signer, issuer):
@@ -195,7 +196,13 @@ def _check_signer_authorized(
         raise RevocationError(
             RevocationFailure.UNAUTHORIZED_SIGNER, "the signing certificate lacks id-kp-OCSPSigning"
         )
-    if not signer.not_valid_before_utc <= now <= signer.not_valid_after_utc:
+
+
+def _check_signer_valid(
+    signer: x509.Certificate, issuer: x509.Certificate, now: dt.datetime
+) -> None:
+    """A delegated signer's certificate must be valid now."""
+    if signer != issuer and not signer.not_valid_before_utc <= now <= signer.not_valid_after_utc:
         raise RevocationError(
             RevocationFailure.UNAUTHORIZED_SIGNER, "the signing certificate is outside its validity"
         )

@@ -29,7 +29,7 @@ from prometheus_client import CollectorRegistry
 from authz.core.authorizer import Authorizer
 from authz.core.check import Runtime
 from authz.core.decision import State
-from authz.core.issuers import IssuerPolicy
+from authz.core.issuers import IssuerPolicy, issuers_without_ca
 from authz.core.modes import EnforcementMode, RevocationMode
 from authz.core.policies import DEFAULT_POLICY, PolicySpec
 from authz.core.trust import TrustBundle, TrustBundleError
@@ -65,12 +65,32 @@ Keep = Callable[[bytes, str], bool]
 
 
 def load_state(settings: Settings) -> State:
-    """Read the files the configuration names; raises TrustBundleError or ValueError."""
+    """Read the files the configuration names; raises TrustBundleError or ValueError, the
+    message starting with the key that names the file."""
+    try:
+        trust = TrustBundle.load(Path(settings.trust_bundle))
+    except TrustBundleError as e:
+        raise TrustBundleError(f"trust_bundle: {e}") from None
     return State(
-        trust=TrustBundle.load(Path(settings.trust_bundle)),
+        trust=trust,
         policy=IssuerPolicy.from_dns(settings.allowed_issuers),
         source=settings.certificate,
     )
+
+
+def issuer_warnings(settings: Settings, state: State) -> list[str]:
+    """Allowed issuers (top level and per policy) that no CA in the bundle has as its subject."""
+    subjects = [cert.subject for cert in state.trust.certificates]
+    warnings = [
+        f"allowed_issuers: {w}" for w in issuers_without_ca(settings.allowed_issuers, subjects)
+    ]
+    for name, spec in settings.route_specs.items():
+        if tuple(spec.allowed_issuers) != tuple(settings.allowed_issuers):
+            warnings += [
+                f"policies.{name}.allowed_issuers: {w}"
+                for w in issuers_without_ca(spec.allowed_issuers, subjects)
+            ]
+    return warnings
 
 
 def policy_state(state: State, spec: PolicySpec) -> State:
@@ -110,7 +130,10 @@ class Service:
         self.crl_cache = SingleFlightCache[CrlKey, CrlLoad](CRL_CACHE_SIZE)
         metrics.watch_cache_size(lambda: len(self.cache))
         self.settings = settings
-        self.runtime = self.build(settings, load_state(settings))
+        state = load_state(settings)
+        for warning in issuer_warnings(settings, state):
+            log.warning("configuration: %s", warning)
+        self.runtime = self.build(settings, state)
         metrics.observe_trust_bundle(self.runtime.authorizer.state.trust)
 
     def build(self, settings: Settings, state: State) -> Runtime:
@@ -192,6 +215,8 @@ class Service:
             settings = self.sources.load()
             state = load_state(settings)
             runtime = self.build(settings, state)
+            for warning in issuer_warnings(settings, state):
+                log.warning("configuration: %s", warning)
         except (ConfigError, TrustBundleError, ValueError) as e:
             self.checkers, self.prefetch_targets = previous
             log.error("reload failed; keeping the previous configuration", extra={"error": str(e)})

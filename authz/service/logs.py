@@ -37,6 +37,13 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, default=str)
 
 
+def _text_value(value: object) -> str:
+    """A log field for people: strings (enums included) as they are, anything else as JSON."""
+    if isinstance(value, str):
+        return str.__str__(value)
+    return json.dumps(value, default=str)
+
+
 class TextFormatter(logging.Formatter):
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -45,7 +52,7 @@ class TextFormatter(logging.Formatter):
         text = super().format(record)
         extras = {k: v for k, v in vars(record).items() if k not in _STANDARD_ATTRIBUTES}
         if extras:
-            text += " " + " ".join(f"{k}={v}" for k, v in extras.items())
+            text += " " + " ".join(f"{k}={_text_value(v)}" for k, v in extras.items())
         return text
 
 

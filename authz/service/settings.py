@@ -30,6 +30,7 @@ from authz.core.modes import (
     EnforcementMode,
     RevocationMode,
     RevocationSources,
+    choice_text,
     deny_status_problem,
 )
 from authz.core.names import NameKey, name_key, parse_dn
@@ -525,7 +526,9 @@ def _coerce(option: Option, value: Any, source: str) -> Any:
     """Convert a value from any source to the option's kind, validate it, parse it into the
     field's type."""
     try:
-        converted = _convert(option.kind, value)
+        converted = (
+            choice_text(value, option.choices) if option.choices else _convert(option.kind, value)
+        )
     except (TypeError, ValueError) as e:
         raise ConfigError(f"{option.key} (from {source}): {e}") from None
     if option.choices and converted not in option.choices:

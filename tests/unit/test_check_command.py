@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from authz.cli import main
-from authz.demo.pki import Identity, LabPki, pem_bundle
+from authz.demo.pki import Identity, LabPki, make_ocsp_signer, pem_bundle
 from authz.revocation.status import CertStatus
 from tests.ocsp_responder import OcspResponder, build_response
 
@@ -124,3 +124,18 @@ def test_an_issuer_name_that_cannot_be_decoded_is_said_not_raised(
     ):
         code, out = run([cert, *argv], capsys)
         assert code == 3 and "cannot be decoded" in out and "536f6369e974e9" in out
+
+
+def test_at_a_time_the_answer_is_not_valid_says_so_not_that_the_signer_is_not(
+    good: Identity, pki: LabPki, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A delegated signer's certificate is usually valid for about the answer's own period: at a
+    time outside it the answer's window is what is wrong, and what is said."""
+    der = build_response((good.cert, pki.issuing.cert), make_ocsp_signer(pki.issuing))
+    cert = write(tmp_path, "c.pem", good.chain_pem)
+    saved = write(tmp_path, "r.der", der)
+    assert run([cert, "--respin", saved], capsys)[0] == 0
+    code, out = run([cert, "--respin", saved, "--at", "2020-01-01T00:00:00Z"], capsys)
+    assert code == 3 and "is in the future" in out and "signing certificate" not in out
+    code, out = run([cert, "--respin", saved, "--at", "2100-01-01T00:00:00Z"], capsys)
+    assert code == 3 and "the answer expired at" in out and "signing certificate" not in out

@@ -49,3 +49,17 @@ def test_build_context_is_limited() -> None:
             assert (
                 f"!{path.rstrip('/')}" in ignore or f"!{path}" in ignore or f"!{path}/" in ignore
             ), path
+
+
+def test_one_version_for_the_command_the_package_and_the_image_label() -> None:
+    """`authz.__version__` is the one place; the installed distribution and the image's default
+    label agree with it, and the changelog has a section for it."""
+    from importlib.metadata import version
+
+    from authz import __version__
+
+    assert version("mtls-authz") == __version__
+    assert 'dynamic = ["version"]' in (REPO / "pyproject.toml").read_text()
+    (label,) = re.findall(r"^ARG VERSION=(\S+)$", DOCKERFILE, re.MULTILINE)
+    assert label == __version__
+    assert f"## [{__version__}]" in (REPO / "CHANGELOG.md").read_text()

@@ -107,7 +107,58 @@ def test_validate_config_command(
     bad = tmp_path / "bad.yaml"
     bad.write_text(f"trust_bundle: {tmp_path / 'missing.pem'}\nallowed_issuers: ['{ISSUER}']\n")
     assert main(["validate-config", str(bad)]) == 2
-    assert "missing.pem" in capsys.readouterr().err
+    assert "invalid: trust_bundle: " in capsys.readouterr().err  # the key, then the file
+
+
+def test_validate_config_warns_of_allowed_issuers_no_bundle_ca_has(
+    tmp_path: Path, pki: LabPki, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bundle = tmp_path / "bundle.pem"
+    bundle.write_bytes(pem_bundle(pki.root.cert, pki.issuing.cert))
+    # The YAML slip: an unquoted DN in a flow list is two issuers.
+    split = write_config(tmp_path, f"trust_bundle: {bundle}\nallowed_issuers: [{ISSUER}]\n")
+    assert main(["validate-config", str(split)]) == 0
+    out, err = capsys.readouterr()
+    assert "2 allowed issuers, 2 warnings" in out
+    assert f"allowed issuer 'CN=Lab Issuing CA' is part of '{ISSUER}', split at its commas" in err
+    assert f"allowed issuer 'O=Lab' is part of '{ISSUER}'" in err
+    # A typo, in a named policy: the closest DN of the bundle is named.
+    typo = write_config(
+        tmp_path,
+        f"trust_bundle: {bundle}\nallowed_issuers: ['{ISSUER}']\n"
+        "policies:\n  admin:\n    allowed_issuers: ['CN=Lab Issueing CA,O=Lab']\n",
+    )
+    assert main(["validate-config", str(typo)]) == 0
+    err = capsys.readouterr().err
+    assert (
+        "policies.admin.allowed_issuers: allowed issuer 'CN=Lab Issueing CA,O=Lab' matches no CA"
+        f" certificate in the trust bundle; closest in the bundle: '{ISSUER}'"
+    ) in err
+    assert "warning: allowed_issuers:" not in err  # the top-level issuer is in the bundle
+
+
+@pytest.mark.parametrize("word", ["off", "no", "false", "Off"])
+def test_an_unquoted_off_in_yaml_is_the_mode_off(tmp_path: Path, word: str) -> None:
+    config = write_config(
+        tmp_path,
+        f"trust_bundle: /b\nallowed_issuers: ['{ISSUER}']\nrevocation_mode: {word}\n"
+        f"policies:\n  open:\n    revocation_mode: {word}\n",
+    )
+    settings = load_settings(config, {}, {})
+    assert settings.revocation_mode == "off"
+    assert settings.route_specs["open"].revocation_mode == "off"
+
+
+def test_an_unquoted_on_in_yaml_says_how_to_write_the_mode(tmp_path: Path) -> None:
+    base = f"trust_bundle: /b\nallowed_issuers: ['{ISSUER}']\n"
+    with pytest.raises(
+        ConfigError,
+        match=r"revocation_mode \(from .*\): YAML read an unquoted"
+        r" on/yes/true as a boolean; write one of require, soft-fail, off",
+    ):
+        load_settings(write_config(tmp_path, base + "revocation_mode: on\n"), {}, {})
+    with pytest.raises(ConfigError, match=r"policy 'p': mode: YAML read an unquoted off/no/false"):
+        load_settings(write_config(tmp_path, base + "policies:\n  p:\n    mode: off\n"), {}, {})
 
 
 def test_ocsp_defaults() -> None:
