@@ -13,7 +13,10 @@ SERVER_CERT = "/etc/envoy/tls/server.pem"
 SERVER_KEY = "/etc/envoy/tls/server.key"
 CLIENT_CA = "/etc/envoy/tls/client-ca.pem"
 VERDICT_CACHE_LUA = "/etc/envoy/verdict-cache.lua"
-SHIPPED_LUA = Path(__file__).resolve().parents[2] / "envoy" / "verdict-cache.lua"
+# The shipped Envoy configs and verdict cache, inside the package (in a checkout a link to the
+# top-level envoy/), so an installed `mtls-authz demo` finds them too.
+SHIPPED_ENVOY_DIR = Path(__file__).resolve().parents[1] / "envoy_configs"
+SHIPPED_LUA = SHIPPED_ENVOY_DIR / "verdict-cache.lua"
 
 
 def render(

@@ -20,7 +20,6 @@ from authz.demo import envoy_config
 from authz.demo.pki import Identity, LabPki, pem_bundle
 from authz.demo.processes import Process, free_port, http_ok, tcp_open
 
-REPO_ENVOY_DIR = Path(__file__).resolve().parents[2] / "envoy"
 START_TIMEOUT = 30.0
 CURL_TIMEOUT = 15
 
@@ -69,7 +68,7 @@ class LocalStack:
     def __post_init__(self) -> None:
         if self.envoy_template is None:
             shipped = "envoy-http.yaml" if self.transport == "http" else "envoy.yaml"
-            self.envoy_template = REPO_ENVOY_DIR / shipped
+            self.envoy_template = envoy_config.SHIPPED_ENVOY_DIR / shipped
         self.ports = {
             "listen": free_port(),
             "admin": free_port(),

@@ -6,15 +6,15 @@ from pathlib import Path
 
 import pytest
 
+from authz.demo.envoy_config import SHIPPED_ENVOY_DIR
 from authz.demo.pki import LabPki
-from authz.demo.stack import REPO_ENVOY_DIR
 from tests.e2e.conftest import envoy_validate
 
-CONFIGS = sorted(REPO_ENVOY_DIR.glob("*.yaml"))
+CONFIGS = sorted(SHIPPED_ENVOY_DIR.glob("*.yaml"))
 
 
 def test_there_are_configs_to_check() -> None:
-    assert REPO_ENVOY_DIR / "envoy.yaml" in CONFIGS
+    assert SHIPPED_ENVOY_DIR / "envoy.yaml" in CONFIGS
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.name)

@@ -9,8 +9,9 @@ from collections.abc import Iterator
 import pytest
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from authz.demo.envoy_config import SHIPPED_ENVOY_DIR
 from authz.demo.pki import LabPki
-from authz.demo.stack import REPO_ENVOY_DIR, LocalStack
+from authz.demo.stack import LocalStack
 from tests.e2e.conftest import backend_saw
 from tests.ocsp_responder import OcspResponder
 from tests.support import edited_template, http_filter, teletex_client
@@ -26,7 +27,7 @@ def failing_open(
     def fail_open(config: dict[str, object]) -> None:
         http_filter(config, "envoy.filters.http.ext_authz")["failure_mode_allow"] = True  # type: ignore[arg-type]
 
-    template = edited_template(REPO_ENVOY_DIR / "envoy.yaml", workdir / "open.yaml", fail_open)
+    template = edited_template(SHIPPED_ENVOY_DIR / "envoy.yaml", workdir / "open.yaml", fail_open)
     with LocalStack(
         workdir, pki, envoy_binary=envoy, envoy_template=template, ocsp_override=responder.url,
         authz_args=["--identity-header", "subject", "--identity-header", "issuer"],

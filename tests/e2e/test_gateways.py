@@ -14,9 +14,10 @@ import pytest
 import yaml
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from authz.demo.envoy_config import SHIPPED_ENVOY_DIR
 from authz.demo.openssl_ocsp import OpensslCa, OpensslResponder
 from authz.demo.pki import Identity, LabPki, make_leaf
-from authz.demo.stack import REPO_ENVOY_DIR, LocalStack
+from authz.demo.stack import LocalStack
 from tests.e2e.conftest import backend_saw
 from tests.support import edited_template, envoy_xfcc_element, gateway_hcm
 
@@ -36,7 +37,7 @@ def replica_template(spec: dict[str, Any], out: Path) -> Path:
         for route in hcm["route_config"]["virtual_hosts"][0]["routes"]:
             route.setdefault("typed_per_filter_config", {}).update(per_route)
 
-    return edited_template(REPO_ENVOY_DIR / "envoy.yaml", out, edit)
+    return edited_template(SHIPPED_ENVOY_DIR / "envoy.yaml", out, edit)
 
 
 @dataclass

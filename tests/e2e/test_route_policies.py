@@ -10,8 +10,9 @@ import pytest
 import yaml
 from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 
+from authz.demo.envoy_config import SHIPPED_ENVOY_DIR
 from authz.demo.pki import LabPki, make_leaf
-from authz.demo.stack import REPO_ENVOY_DIR, LocalStack
+from authz.demo.stack import LocalStack
 from tests.e2e.conftest import backend_saw
 from tests.ocsp_responder import OcspResponder
 from tests.support import envoy_field
@@ -34,7 +35,7 @@ def policy_stack(
         tmp_path_factory.mktemp("policies"),
         pki,
         envoy_binary=envoy,
-        envoy_template=REPO_ENVOY_DIR / "envoy-policies.yaml",
+        envoy_template=SHIPPED_ENVOY_DIR / "envoy-policies.yaml",
         authz_args=["--policies", yaml.safe_dump(POLICIES)],
         ocsp_override=responder.url,
     ) as running:
@@ -95,8 +96,8 @@ def test_a_route_naming_an_unknown_policy_is_refused(policy_stack: LocalStack, p
 
 
 def test_policies_config_differs_from_the_plain_one_only_in_routes() -> None:
-    plain = yaml.safe_load((REPO_ENVOY_DIR / "envoy.yaml").read_text())
-    policies = yaml.safe_load((REPO_ENVOY_DIR / "envoy-policies.yaml").read_text())
+    plain = yaml.safe_load((SHIPPED_ENVOY_DIR / "envoy.yaml").read_text())
+    policies = yaml.safe_load((SHIPPED_ENVOY_DIR / "envoy-policies.yaml").read_text())
 
     def without_routes(config: dict) -> dict:  # type: ignore[type-arg]
         hcm = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0][

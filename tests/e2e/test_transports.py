@@ -19,9 +19,10 @@ import yaml
 from cryptography.hazmat.primitives.serialization import Encoding
 from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 
+from authz.demo.envoy_config import SHIPPED_ENVOY_DIR
 from authz.demo.openssl_ocsp import OpensslCa, OpensslResponder
 from authz.demo.pki import Identity, LabPki, make_leaf
-from authz.demo.stack import REPO_ENVOY_DIR, LocalStack
+from authz.demo.stack import LocalStack
 from authz.transports.http_check import PEER_CERT_HEADER
 from tests.e2e.conftest import backend_saw
 from tests.support import envoy_field, http_variant
@@ -52,7 +53,7 @@ def der(identity: Identity) -> str:
 
 
 def template_for(transport: str, workdir: Path) -> Path:
-    policies = REPO_ENVOY_DIR / "envoy-policies.yaml"
+    policies = SHIPPED_ENVOY_DIR / "envoy-policies.yaml"
     return policies if transport == "grpc" else http_variant(policies, workdir / "http.yaml")
 
 

@@ -12,13 +12,14 @@ import pytest
 import yaml
 
 from authz.demo import envoy_config
+from authz.demo.envoy_config import SHIPPED_ENVOY_DIR
 from authz.demo.openssl_ocsp import OpensslCa, OpensslResponder
 from authz.demo.pki import LabPki
-from authz.demo.stack import REPO_ENVOY_DIR, LocalStack
+from authz.demo.stack import LocalStack
 from tests.ocsp_responder import Mode, OcspResponder
 from tests.support import edited_template, gateway_hcm, http_variant
 
-CACHED = REPO_ENVOY_DIR / "envoy-cached.yaml"
+CACHED = SHIPPED_ENVOY_DIR / "envoy-cached.yaml"
 
 
 def ext_authz_stats(stack: LocalStack) -> dict[str, int]:
