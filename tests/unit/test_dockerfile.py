@@ -63,3 +63,26 @@ def test_one_version_for_the_command_the_package_and_the_image_label() -> None:
     (label,) = re.findall(r"^ARG VERSION=(\S+)$", DOCKERFILE, re.MULTILINE)
     assert label == __version__
     assert f"## [{__version__}]" in (REPO / "CHANGELOG.md").read_text()
+
+
+def test_each_overlay_names_the_image_in_one_entry_users_edit() -> None:
+    """`images:` in the overlay is the one edit (no standalone kustomize): it must name the image
+    the manifests use, at this version."""
+    import yaml
+
+    from authz import __version__
+
+    manifests = (REPO / "deploy" / "k8s").rglob("*deployment.yaml")
+    used = {
+        line.split("image:")[1].strip().rpartition(":")[0]
+        for path in manifests
+        for line in path.read_text().splitlines()
+        if "image:" in line and "mtls-authz" in line
+    }
+    assert used == {"ghcr.io/mtls-authz/mtls-authz"}
+    for overlay in ("sidecar", "shared"):
+        kustomization = yaml.safe_load(
+            (REPO / "deploy" / "k8s" / "overlays" / overlay / "kustomization.yaml").read_text()
+        )
+        (entry,) = kustomization["images"]
+        assert entry["name"] in used and entry["newTag"] == __version__
