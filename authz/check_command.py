@@ -18,7 +18,13 @@ import aiohttp
 from cryptography import x509
 
 from authz.core.names import display, issuer_text, name_key
-from authz.core.trust import TrustBundle, TrustBundleError, issued
+from authz.core.trust import (
+    TrustBundle,
+    TrustBundleError,
+    issued,
+    signature_algorithm_name,
+    signed_with_sha1,
+)
 from authz.revocation.fetch import HttpFetcher
 from authz.revocation.ocsp import aia_ocsp_urls, build_query, verify_response
 from authz.revocation.status import CertStatus, RevocationError, RevocationStatus
@@ -65,20 +71,23 @@ def find_issuer(
                 f"{args.issuer}: its subject {display(issuer.subject)} is not the certificate's "
                 f"issuer {display(leaf.issuer)}"
             )
-        if not issued(leaf, issuer):
-            raise CheckError(f"{args.issuer}: its key does not verify the certificate's signature")
+        if not issued(leaf, issuer, sha1=True):
+            raise CheckError(
+                f"{args.issuer}: its key does not verify the certificate's "
+                f"{signature_algorithm_name(leaf)} signature"
+            )
         return issuer
     if args.trust_bundle is not None:
         check_issuer_name(leaf)
         try:
-            found = TrustBundle.load(args.trust_bundle).find_issuer(leaf, rest)
+            found = TrustBundle.load(args.trust_bundle).find_issuer(leaf, rest, leaf_sha1=True)
         except TrustBundleError as e:
             raise CheckError(str(e)) from None
         if found is None:
             raise CheckError(f"no CA in {args.trust_bundle} signed the certificate")
         return found
     for candidate in rest:
-        if issued(leaf, candidate):
+        if issued(leaf, candidate, sha1=True):
             return candidate
     raise CheckError("no issuer: give --issuer or --trust-bundle, or put the chain in the file")
 
@@ -144,4 +153,11 @@ def run_check(args: CheckArgs) -> int:
     if status.revocation_reason is not None:
         print(f"\tReason: {status.revocation_reason}")
     print(f"\tResponder: {source}")
+    leaf = read_certificates(args.cert)[0]
+    if signed_with_sha1(leaf):
+        # Like `openssl ocsp`, the status is reported; unlike it, the weak signature is said.
+        print(
+            f"\tSignature: {signature_algorithm_name(leaf)} (SHA-1: the service refuses it as "
+            "weak_signature_algorithm unless allow_sha1_signatures is set)"
+        )
     return EXIT_CODES[status.status]

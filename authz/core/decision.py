@@ -21,7 +21,7 @@ from authz.core.names import display, issuer_text, subject_text
 from authz.core.policies import PolicySpec
 from authz.core.reasons import Denied, Reason
 from authz.core.request import CheckInput
-from authz.core.trust import TrustBundle
+from authz.core.trust import TrustBundle, signature_algorithm_name, signed_with_sha1
 
 
 @dataclass(frozen=True)
@@ -103,6 +103,8 @@ class State:
     """A named policy's subject/SAN requirements, when it has any."""
     source: CertificateSource = PEER
     """Where the client's leaf is read from."""
+    allow_sha1: bool = False
+    """Accept a SHA-1 signature on the client's leaf (`allow_sha1_signatures`)."""
     memo: VerifiedMemo = field(default_factory=VerifiedMemo, compare=False, repr=False)
 
 
@@ -154,7 +156,7 @@ def verify(presented: Presented, state: State) -> tuple[Verified | Decision, boo
             )
     except Denied as denied:
         # Not found in the bundle: another XFCC chain could change that.
-        depends = denied.reason is Reason.ISSUER_UNKNOWN
+        depends = denied.reason in (Reason.ISSUER_UNKNOWN, Reason.WEAK_SIGNATURE_ALGORITHM)
         return Decision.deny(denied, leaf), depends
     return Verified(leaf, issuer, not_before, not_after), used_xfcc
 
@@ -221,19 +223,30 @@ def find_allowed_issuer(
             Reason.ISSUER_NOT_ALLOWED,
             f"Certificates issued by {display(leaf.issuer)} are not accepted.",
         )
-    issuer = state.trust.find_issuer(leaf)
+    issuer = state.trust.find_issuer(leaf, leaf_sha1=state.allow_sha1)
     if issuer is not None:
         return issuer, False
-    if xfcc:
-        # Only now is the client's own chain worth parsing: the bundle lacks the issuer.
-        issuer = state.trust.find_issuer(leaf, chain_from_xfcc(xfcc, leaf))
-    if issuer is None:
-        raise Denied(
-            Reason.ISSUER_UNKNOWN,
-            f"The certificate names {display(leaf.issuer)} as issuer, but no trusted CA "
-            "certificate of that name signed it.",
-        )
-    return issuer, True
+    # Only now is the client's own chain worth parsing: the bundle lacks the issuer.
+    offered = chain_from_xfcc(xfcc, leaf) if xfcc else ()
+    if offered:
+        issuer = state.trust.find_issuer(leaf, offered, leaf_sha1=state.allow_sha1)
+        if issuer is not None:
+            return issuer, True
+    if not state.allow_sha1 and signed_with_sha1(leaf):
+        # cryptography refuses SHA-1 outright: say so when a trusted CA did sign it.
+        signer = state.trust.find_issuer(leaf, offered, leaf_sha1=True)
+        if signer is not None:
+            raise Denied(
+                Reason.WEAK_SIGNATURE_ALGORITHM,
+                f"The certificate is signed with {signature_algorithm_name(leaf)} by "
+                f"{display(signer.subject)}; SHA-1 signatures are not accepted "
+                "(allow_sha1_signatures).",
+            )
+    raise Denied(
+        Reason.ISSUER_UNKNOWN,
+        f"The certificate names {display(leaf.issuer)} as issuer, but no trusted CA "
+        "certificate of that name signed it.",
+    )
 
 
 def check_validity(verified: Verified, now: datetime) -> None:

@@ -16,6 +16,7 @@ class Reason(StrEnum):
     CERTIFICATE_NOT_YET_VALID = "certificate_not_yet_valid"
     ISSUER_NOT_ALLOWED = "issuer_not_allowed"
     ISSUER_UNKNOWN = "issuer_unknown"
+    WEAK_SIGNATURE_ALGORITHM = "weak_signature_algorithm"
     XFCC_INVALID = "xfcc_invalid"
     SUBJECT_NOT_ALLOWED = "subject_not_allowed"
     CERTIFICATE_REVOKED = "certificate_revoked"

@@ -14,6 +14,8 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa
 
 from authz.core.names import NameKey, display, name_key
 
@@ -68,20 +70,28 @@ class TrustBundle:
         return cls.from_pem(data, str(path))
 
     def find_issuer(
-        self, leaf: x509.Certificate, offered: Sequence[x509.Certificate] = ()
+        self,
+        leaf: x509.Certificate,
+        offered: Sequence[x509.Certificate] = (),
+        *,
+        leaf_sha1: bool = False,
     ) -> x509.Certificate | None:
         """The certificate that issued `leaf`, proven by signature, or None.
 
         `offered` are the client's own certificates (from XFCC): used only when they chain to the
-        bundle.
+        bundle. `leaf_sha1` accepts a SHA-1 signature on the leaf itself, never above it.
         """
         for candidate in self._by_subject.get(name_key(leaf.issuer), ()):
-            if issued(leaf, candidate):
+            if issued(leaf, candidate, sha1=leaf_sha1):
                 return candidate
-        return self._find_offered_issuer(leaf, offered, MAX_INTERMEDIATE_DEPTH)
+        return self._find_offered_issuer(leaf, offered, MAX_INTERMEDIATE_DEPTH, leaf_sha1)
 
     def _find_offered_issuer(
-        self, cert: x509.Certificate, offered: Sequence[x509.Certificate], depth: int
+        self,
+        cert: x509.Certificate,
+        offered: Sequence[x509.Certificate],
+        depth: int,
+        sha1: bool = False,
     ) -> x509.Certificate | None:
         if depth == 0:
             return None
@@ -89,7 +99,7 @@ class TrustBundle:
         for candidate in offered:
             if candidate == cert or name_key(candidate.subject) != wanted:
                 continue
-            if not (is_ca(candidate) and issued(cert, candidate)):
+            if not (is_ca(candidate) and issued(cert, candidate, sha1=sha1)):
                 continue
             if self.find_issuer(candidate, ()) is not None:
                 return candidate
@@ -107,15 +117,62 @@ def is_ca(cert: x509.Certificate) -> bool:
     return constraints.ca
 
 
-def issued(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
-    """`issuer` signed `cert`: names chain, key identifiers agree where present, signature holds."""
+def issued(cert: x509.Certificate, issuer: x509.Certificate, *, sha1: bool = False) -> bool:
+    """`issuer` signed `cert`: names chain, key identifiers agree where present, signature holds.
+
+    cryptography refuses SHA-1 signatures outright; with `sha1`, a SHA-1 signature of `cert` is
+    verified with the issuer's key like any other (nothing else is relaxed)."""
     if not _key_identifiers_agree(cert, issuer):
         return False
+    if sha1 and signed_with_sha1(cert):
+        if cert.issuer != issuer.subject:  # as verify_directly_issued_by compares them
+            return False
+        try:
+            verify_signature(
+                issuer.public_key(),
+                cert.signature,
+                cert.tbs_certificate_bytes,
+                hashes.SHA1(),  # noqa: S303 (only with allow_sha1_signatures)
+            )
+        except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):
+            return False
+        return True
     try:
         cert.verify_directly_issued_by(issuer)
     except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):
         return False
     return True
+
+
+def signed_with_sha1(cert: x509.Certificate) -> bool:
+    try:
+        return isinstance(cert.signature_hash_algorithm, hashes.SHA1)
+    except UnsupportedAlgorithm:
+        return False
+
+
+def signature_algorithm_name(cert: x509.Certificate) -> str:
+    """As OpenSSL names it (`sha1WithRSAEncryption`, `ecdsa-with-SHA1`), else the dotted OID."""
+    oid = cert.signature_algorithm_oid
+    name = oid._name  # cryptography's table of names; "Unknown OID" when it has none
+    return name if name and name != "Unknown OID" else oid.dotted_string
+
+
+def verify_signature(
+    key: object, signature: bytes, data: bytes, hash_algorithm: hashes.HashAlgorithm | None
+) -> None:
+    """Verify a PKCS#1 v1.5 RSA, ECDSA or EdDSA signature; raises InvalidSignature."""
+    if isinstance(key, ed25519.Ed25519PublicKey | ed448.Ed448PublicKey):
+        key.verify(signature, data)
+        return
+    if hash_algorithm is None:
+        raise UnsupportedAlgorithm("no hash algorithm for this signature")
+    if isinstance(key, rsa.RSAPublicKey):
+        key.verify(signature, data, padding.PKCS1v15(), hash_algorithm)
+    elif isinstance(key, ec.EllipticCurvePublicKey):
+        key.verify(signature, data, ec.ECDSA(hash_algorithm))
+    else:
+        raise UnsupportedAlgorithm(f"unsupported signer key type {type(key).__name__}")
 
 
 def _key_identifiers_agree(cert: x509.Certificate, issuer: x509.Certificate) -> bool:

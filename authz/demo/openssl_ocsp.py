@@ -10,6 +10,10 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
 from authz.demo.pki import Identity, make_ocsp_signer
 from authz.demo.processes import Process, free_port
 
@@ -35,6 +39,14 @@ unique_subject = no
 [ policy_any ]
 commonName = supplied
 """
+
+
+def _openssl(*args: str) -> None:
+    done = subprocess.run(
+        ["openssl", *args], capture_output=True, text=True, timeout=OPENSSL_TIMEOUT, check=False
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"openssl {args[0]} failed: {done.stderr}")
 
 
 class OpensslCa:
@@ -69,6 +81,31 @@ class OpensslCa:
         )  # fmt: skip
         if done.returncode != 0:
             raise RuntimeError(f"openssl ca {' '.join(args)} failed: {done.stderr}")
+
+    def issue(self, name: str, *, md: str = "sha256", ocsp_url: str | None = None) -> Identity:
+        """A TLS client certificate for CN=`name` on a fresh P-256 key, signed by
+        `openssl ca -md MD` (recorded as valid in the index)."""
+        key, csr, cert = (self.directory / f"{name}.{ext}" for ext in ("key", "csr", "pem"))
+        extensions = self.directory / f"{name}.ext"
+        aia = f"authorityInfoAccess = OCSP;URI:{ocsp_url}\n" if ocsp_url else ""
+        extensions.write_text(
+            "basicConstraints = critical, CA:FALSE\nkeyUsage = critical, digitalSignature\n"
+            "extendedKeyUsage = clientAuth\nsubjectKeyIdentifier = hash\n"
+            f"authorityKeyIdentifier = keyid\n{aia}"
+        )
+        _openssl(
+            "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+            "-keyout", str(key), "-subj", f"/CN={name}", "-out", str(csr),
+        )  # fmt: skip
+        self._ca(
+            "-md", md, "-notext", "-in", str(csr), "-out", str(cert), "-extfile", str(extensions)
+        )
+        leaf = x509.load_pem_x509_certificate(cert.read_bytes())
+        private = serialization.load_pem_private_key(key.read_bytes(), None)
+        assert isinstance(private, ec.EllipticCurvePrivateKey)
+        # The chain a client presents: the issuer and what is above it, without the root.
+        chain = tuple(c for c in (self.issuer.cert, *self.issuer.chain) if c.issuer != c.subject)
+        return Identity(leaf, private, chain)
 
     def add_valid(self, identity: Identity) -> None:
         """Record the certificate as issued and valid (`openssl ca -valid`)."""

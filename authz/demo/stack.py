@@ -6,11 +6,12 @@ Used by `mtls-authz demo` and by the end-to-end tests, so both run the same wiri
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -201,15 +202,21 @@ class LocalStack:
         return identity.write(self.workdir / "clients", format(identity.cert.serial_number, "x"))
 
     def curl(
-        self, identity: Identity | None, path: str = "/", headers: Sequence[str] = ()
+        self,
+        identity: Identity | None,
+        path: str = "/",
+        headers: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
     ) -> HttpResult:
-        """A real request with `curl --cert/--key` (leaf and chain), or with no certificate."""
+        """A real request with `curl --cert/--key` (leaf and chain), or with no certificate;
+        `env` is added to curl's environment (e.g. OPENSSL_CONF for a legacy client)."""
         return curl(
             self.url + path,
             self.workdir,
             self.workdir / "tls" / "server-ca.pem",
             self.client_files(identity) if identity is not None else None,
             headers,
+            env,
         )
 
 
@@ -219,6 +226,7 @@ def curl(
     server_ca: Path,
     client: tuple[Path, Path] | None,
     headers: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
 ) -> HttpResult:
     """`curl` with the client's certificate chain and key files, bounded by CURL_TIMEOUT."""
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
@@ -232,7 +240,12 @@ def curl(
         for header in headers:
             argv += ["-H", header]
         done = subprocess.run(
-            [*argv, url], capture_output=True, text=True, timeout=CURL_TIMEOUT + 5, check=False
+            [*argv, url],
+            capture_output=True,
+            text=True,
+            timeout=CURL_TIMEOUT + 5,
+            check=False,
+            env={**os.environ, **env} if env else None,
         )
         return HttpResult(
             int(done.stdout.strip() or 0),

@@ -14,13 +14,12 @@ from dataclasses import dataclass
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import ExtendedKeyUsageOID, OCSPExtensionOID
 
 from authz.core.names import name_key
-from authz.core.trust import issued
+from authz.core.trust import issued, verify_signature
 from authz.revocation.status import (
     CertStatus,
     RevocationError,
@@ -220,23 +219,6 @@ def check_signature(response: ocsp.OCSPResponse, signer: x509.Certificate) -> No
         raise RevocationError(
             RevocationFailure.BAD_SIGNATURE, f"signature does not verify ({e!r})"
         ) from None
-
-
-def verify_signature(
-    key: object, signature: bytes, data: bytes, hash_algorithm: hashes.HashAlgorithm | None
-) -> None:
-    """Verify a PKCS#1 v1.5 RSA, ECDSA or EdDSA signature; raises InvalidSignature."""
-    if isinstance(key, ed25519.Ed25519PublicKey | ed448.Ed448PublicKey):
-        key.verify(signature, data)
-        return
-    if hash_algorithm is None:
-        raise UnsupportedAlgorithm("no hash algorithm for this signature")
-    if isinstance(key, rsa.RSAPublicKey):
-        key.verify(signature, data, padding.PKCS1v15(), hash_algorithm)
-    elif isinstance(key, ec.EllipticCurvePublicKey):
-        key.verify(signature, data, ec.ECDSA(hash_algorithm))
-    else:
-        raise UnsupportedAlgorithm(f"unsupported signer key type {type(key).__name__}")
 
 
 def _check_critical_extensions(extensions: x509.Extensions, where: str) -> None:

@@ -75,6 +75,7 @@ def load_state(settings: Settings) -> State:
         trust=trust,
         policy=IssuerPolicy.from_dns(settings.allowed_issuers),
         source=settings.certificate,
+        allow_sha1=settings.allow_sha1_signatures,
     )
 
 
@@ -96,7 +97,13 @@ def issuer_warnings(settings: Settings, state: State) -> list[str]:
 def policy_state(state: State, spec: PolicySpec) -> State:
     """A policy's own State: the same bundle and certificate source, its own issuers, and a
     verified-certificate memo of its own (what it proved depends on the policy)."""
-    return State(state.trust, IssuerPolicy.from_dns(spec.allowed_issuers), spec, state.source)
+    return State(
+        state.trust,
+        IssuerPolicy.from_dns(spec.allowed_issuers),
+        spec,
+        state.source,
+        allow_sha1=state.allow_sha1,
+    )
 
 
 def http_session() -> aiohttp.ClientSession:

@@ -228,6 +228,9 @@ class Settings:
         XfccElement.FIRST,
         "Which XFCC element the gateway added: first (SANITIZE_SET), or last (APPEND_FORWARD "
         "behind trusted proxies; then no element may carry URI or DNS).")
+    allow_sha1_signatures: bool = setting(
+        False, "Accept a client certificate signed with SHA-1 by a trusted CA (verified with the "
+        "CA's key; nothing else relaxed). Off: such certificates get weak_signature_algorithm.")
     cert_header: str = setting(
         "X-Client-Cert", "Upstream header that carries the client certificate.",
         check=_check_header)
