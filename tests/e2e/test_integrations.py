@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from authz.service.settings import CertificateSourceKind, load_settings
-from tests.e2e.test_kubernetes import KUBERNETES_VERSIONS, find, kustomize
+from tests.e2e.test_kubernetes import KUBERNETES_VERSIONS, authz_env, find, kustomize
 
 REPO = Path(__file__).resolve().parents[2]
 INTEGRATIONS = REPO / "deploy" / "integrations"
@@ -75,7 +75,7 @@ def test_mtls_authz_reads_the_certificate_where_this_gateway_puts_it(
     config_map = find(objects, "ConfigMap", "mtls-authz-config")
     config = tmp_path / "config.yaml"
     config.write_text(config_map["data"]["config.yaml"])
-    settings = load_settings(config, {}, {})
+    settings = load_settings(config, authz_env(objects), {})  # the file, then the pod's env
     assert settings.certificate_source is EXPECTED_SOURCE[name]
     service = find(objects, "Service", "mtls-authz")
     assert service["metadata"]["namespace"] == "mtls-authz"

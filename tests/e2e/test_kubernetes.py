@@ -150,7 +150,7 @@ def test_mtls_authz_config_in_the_configmap_passes_validate_config(
     overlay: tuple[str, list[dict[str, Any]]], pki: LabPki, tmp_path: Path
 ) -> None:
     _, objects = overlay
-    config = yaml.safe_load(configmap_file(objects, "mtls-authz-config", "config.yaml"))
+    config = authz_of(objects)
     bundle = tmp_path / "ca-bundle.pem"
     bundle.write_bytes(pem_bundle(pki.root.cert, pki.issuing.cert))
     config["trust_bundle"] = str(bundle)
@@ -178,11 +178,25 @@ def test_shared_configs_differ_from_base_only_where_they_must() -> None:
     base_envoy = yaml.safe_load((K8S / "base" / "envoy.yaml").read_text())
     shared_envoy = yaml.safe_load((K8S / "overlays" / "shared" / "envoy.yaml").read_text())
     assert _without_authz_cluster(base_envoy) == _without_authz_cluster(shared_envoy)
-    base_config = yaml.safe_load((K8S / "base" / "config.yaml").read_text())
-    shared_config = yaml.safe_load((K8S / "authz-service" / "config.yaml").read_text())
-    assert base_config.pop("listen") == "127.0.0.1:9191"
-    assert shared_config.pop("listen") == "0.0.0.0:9191"
-    assert base_config == shared_config
+
+
+def test_one_edit_of_base_config_configures_every_mode() -> None:
+    """The shared overlay and the integrations mount base/config.yaml as it is; what differs
+    (where mtls-authz listens, where the certificate comes from) is in the Deployment's env."""
+    base = (K8S / "base" / "config.yaml").read_text()
+    renders = {
+        "sidecar": kustomize(K8S / "overlays" / "sidecar"),
+        "shared": kustomize(K8S / "overlays" / "shared"),
+        **{n: kustomize(REPO / "deploy" / "integrations" / n) for n in ("istio", "envoy-gateway", "contour")},
+    }  # fmt: skip
+    for name, objects in renders.items():
+        assert configmap_file(objects, "mtls-authz-config", "config.yaml") == base, name
+    assert authz_env(renders["sidecar"]) == {}
+    assert authz_env(renders["shared"]) == {"MTLS_AUTHZ_LISTEN": "0.0.0.0:9191"}
+    assert authz_env(renders["istio"]) == {
+        "MTLS_AUTHZ_LISTEN": "0.0.0.0:9191",
+        "MTLS_AUTHZ_CERTIFICATE_SOURCE": "xfcc",
+    }
 
 
 # -- cross-checks ---------------------------------------------------------------------------------
@@ -192,8 +206,19 @@ def envoy_of(objects: list[dict[str, Any]]) -> dict[str, Any]:
     return dict(yaml.safe_load(configmap_file(objects, "envoy-config", "envoy.yaml")))
 
 
+def authz_env(objects: list[dict[str, Any]]) -> dict[str, str]:
+    """The MTLS_AUTHZ_* variables the mtls-authz container sets."""
+    _, spec = container(objects, "mtls-authz")
+    return {e["name"]: e["value"] for e in spec.get("env", []) if e["name"].startswith("MTLS_")}
+
+
 def authz_of(objects: list[dict[str, Any]]) -> dict[str, Any]:
-    return dict(yaml.safe_load(configmap_file(objects, "mtls-authz-config", "config.yaml")))
+    """What mtls-authz runs with: its config file, then the container's environment (which wins,
+    as `MTLS_AUTHZ_<KEY>` does over the file)."""
+    config = dict(yaml.safe_load(configmap_file(objects, "mtls-authz-config", "config.yaml")))
+    for name, value in authz_env(objects).items():
+        config[name.removeprefix("MTLS_AUTHZ_").lower()] = value
+    return config
 
 
 def cluster_address(envoy: dict[str, Any], name: str) -> dict[str, Any]:
