@@ -510,6 +510,30 @@ def test_verdict_cache_component(pki: LabPki, tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
 
 
+def test_the_verdict_cache_component_refuses_the_shared_overlay(tmp_path: Path) -> None:
+    """Its Envoy config calls mtls-authz at 127.0.0.1, true only beside the sidecar: rendered
+    with the shared overlay (no mtls-authz container in the gateway's pod), kustomize stops."""
+    component = K8S / "components" / "verdict-cache"
+    for overlay in ("sidecar", "shared"):
+        (tmp_path / overlay).mkdir()
+        (tmp_path / overlay / "kustomization.yaml").write_text(
+            yaml.safe_dump(
+                {
+                    "resources": [os.path.relpath(K8S / "overlays" / overlay, tmp_path / overlay)],
+                    "components": [os.path.relpath(component, tmp_path / overlay)],
+                }
+            )
+        )
+    (gateway,) = [d for d in kustomize(tmp_path / "sidecar") if d["kind"] == "Deployment"]
+    assert gateway["metadata"]["annotations"]["mtls-authz.io/verdict-cache-beside"]
+    done = subprocess.run(
+        ["kubectl", "kustomize", str(tmp_path / "shared")],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode != 0
+    assert "containers.[name=mtls-authz].image` is missing" in done.stderr
+
+
 def test_http_transport_component(pki: LabPki, tmp_path: Path) -> None:
     """The sidecar in Envoy's HTTP mode: the shipped envoy-http.yaml, and the base configuration
     with http_listen on the port that config's cluster calls."""
