@@ -47,6 +47,23 @@ def kustomize(path: Path) -> list[dict[str, Any]]:
     return [doc for doc in yaml.safe_load_all(done.stdout) if doc]
 
 
+def with_component(directory: Path, overlay: str, component: Path) -> Path:
+    """A kustomization in `directory`: the named overlay plus `component` (relative paths only,
+    as kustomize takes them)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "kustomization.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "kustomize.config.k8s.io/v1beta1",
+                "kind": "Kustomization",
+                "resources": [os.path.relpath(K8S / "overlays" / overlay, directory)],
+                "components": [os.path.relpath(component, directory)],
+            }
+        )
+    )
+    return directory
+
+
 @pytest.fixture(scope="module", params=OVERLAYS)
 def overlay(request: pytest.FixtureRequest) -> tuple[str, list[dict[str, Any]]]:
     return request.param, kustomize(K8S / "overlays" / request.param)
@@ -111,18 +128,7 @@ def test_shared_overlay_scales_out(tmp_path: Path) -> None:
 
 
 def test_servicemonitor_component_renders_with_an_overlay(tmp_path: Path) -> None:
-    (tmp_path / "kustomization.yaml").write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "kustomize.config.k8s.io/v1beta1",
-                "kind": "Kustomization",
-                # kustomize takes relative paths only
-                "resources": [os.path.relpath(K8S / "overlays" / "sidecar", tmp_path)],
-                "components": [os.path.relpath(K8S / "components" / "servicemonitor", tmp_path)],
-            }
-        )
-    )
-    objects = kustomize(tmp_path)
+    objects = kustomize(with_component(tmp_path, "sidecar", K8S / "components" / "servicemonitor"))
     monitor = find(objects, "ServiceMonitor", "mtls-authz")
     service = find(objects, "Service", "echo-gateway")
     assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
@@ -489,17 +495,7 @@ def test_verdict_cache_component(pki: LabPki, tmp_path: Path) -> None:
     assert (component / "verdict-cache.lua").read_text() == (
         REPO / "envoy" / "verdict-cache.lua"
     ).read_text()
-    (tmp_path / "kustomization.yaml").write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "kustomize.config.k8s.io/v1beta1",
-                "kind": "Kustomization",
-                "resources": [os.path.relpath(K8S / "overlays" / "sidecar", tmp_path)],
-                "components": [os.path.relpath(component, tmp_path)],
-            }
-        )
-    )
-    objects = kustomize(tmp_path)
+    objects = kustomize(with_component(tmp_path, "sidecar", component))
     for obj in objects:
         kubernetes_validate.validate(obj, KUBERNETES_VERSIONS[-1], strict=True)
     envoy_files = mounted_files(objects, "envoy")
@@ -514,20 +510,11 @@ def test_the_verdict_cache_component_refuses_the_shared_overlay(tmp_path: Path) 
     """Its Envoy config calls mtls-authz at 127.0.0.1, true only beside the sidecar: rendered
     with the shared overlay (no mtls-authz container in the gateway's pod), kustomize stops."""
     component = K8S / "components" / "verdict-cache"
-    for overlay in ("sidecar", "shared"):
-        (tmp_path / overlay).mkdir()
-        (tmp_path / overlay / "kustomization.yaml").write_text(
-            yaml.safe_dump(
-                {
-                    "resources": [os.path.relpath(K8S / "overlays" / overlay, tmp_path / overlay)],
-                    "components": [os.path.relpath(component, tmp_path / overlay)],
-                }
-            )
-        )
-    (gateway,) = [d for d in kustomize(tmp_path / "sidecar") if d["kind"] == "Deployment"]
+    sidecar = kustomize(with_component(tmp_path / "sidecar", "sidecar", component))
+    (gateway,) = [d for d in sidecar if d["kind"] == "Deployment"]
     assert gateway["metadata"]["annotations"]["mtls-authz.io/verdict-cache-beside"]
     done = subprocess.run(
-        ["kubectl", "kustomize", str(tmp_path / "shared")],
+        ["kubectl", "kustomize", str(with_component(tmp_path / "shared", "shared", component))],
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert done.returncode != 0
@@ -546,17 +533,7 @@ def test_http_transport_component(pki: LabPki, tmp_path: Path) -> None:
     assert (config.pop("listen"), base.pop("listen")) == ("", "127.0.0.1:9191")
     assert config.pop("http_listen") == "127.0.0.1:9192"
     assert config == base
-    (tmp_path / "kustomization.yaml").write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "kustomize.config.k8s.io/v1beta1",
-                "kind": "Kustomization",
-                "resources": [os.path.relpath(K8S / "overlays" / "sidecar", tmp_path)],
-                "components": [os.path.relpath(component, tmp_path)],
-            }
-        )
-    )
-    objects = kustomize(tmp_path)
+    objects = kustomize(with_component(tmp_path, "sidecar", component))
     for obj in objects:
         kubernetes_validate.validate(obj, KUBERNETES_VERSIONS[-1], strict=True)
     rendered = yaml.safe_load(configmap_file(objects, "envoy-config", "envoy.yaml"))
