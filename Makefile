@@ -12,10 +12,12 @@ DEMO_STAMP := $(DEMO_VENV)/.installed
 # Schemas of the gateway projects' CRDs (npm kubernetes-models), for the deploy/integrations tests.
 K8S_MODELS := $(VENV)/k8s-models
 K8S_MODELS_STAMP := $(K8S_MODELS)/.installed
+# A comma inside $(if ...).
+, := ,
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 CODE := authz tests $(wildcard benchmarks)
 
-.PHONY: install system-deps k8s-models lint format test unit e2e demo clean bench fuzz soak
+.PHONY: install system-deps k8s-models lint format test unit e2e demo image image-base-local test-image clean bench fuzz soak
 
 install: $(STAMP)
 
@@ -64,8 +66,9 @@ $(K8S_MODELS_STAMP): tests/k8s_models/package.json tests/k8s_models/package-lock
 	cd $(K8S_MODELS) && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-test: lint k8s-models
-	MTLS_AUTHZ_K8S_MODELS="$(K8S_MODELS)" MTLS_AUTHZ_TEST_ENVOYS="$(BIN)/envoy $(ENVOY_OLDEST_DIR)/envoy/_bin/envoy" $(BIN)/pytest
+test: lint k8s-models test-image
+	MTLS_AUTHZ_K8S_MODELS="$(K8S_MODELS)" MTLS_AUTHZ_TEST_ENVOYS="$(BIN)/envoy $(ENVOY_OLDEST_DIR)/envoy/_bin/envoy" \
+		MTLS_AUTHZ_TEST_IMAGE="$(TEST_IMAGE)" $(BIN)/pytest
 
 unit: install
 	$(BIN)/pytest tests/unit
@@ -80,6 +83,46 @@ $(DEMO_STAMP): pyproject.toml constraints.txt
 	test -x $(DEMO_VENV)/bin/python || $(PYTHON) -m venv $(DEMO_VENV)
 	$(DEMO_VENV)/bin/python -m pip --disable-pip-version-check -q install -c constraints.txt '.[demo]'
 	touch $@
+
+# The container image (deploy/Dockerfile), built with buildah. By default on the Dockerfile's
+# pinned python image; IMAGE_BASE=local builds a base from Debian's packages with this machine's
+# apt sources (mmdebstrap) where no registry can be reached; IMAGE_BASE=<image> uses that image.
+# Behind a TLS-intercepting proxy, BUILD_CA (default: $$PIP_CERT) is handed to pip as a build secret.
+VERSION := $(shell sed -n 's/^__version__ = "\(.*\)"$$/\1/p' authz/__init__.py)
+IMAGE ?= ghcr.io/mtls-authz/mtls-authz:$(VERSION)
+IMAGE_BASE ?=
+LOCAL_BASE := localhost/mtls-authz-base:bookworm
+BUILD_CA ?= $(PIP_CERT)
+APT_SOURCES := $(firstword $(wildcard /etc/apt/sources.list.d/debian.sources /etc/apt/sources.list))
+BASE_ARG := $(if $(filter local,$(IMAGE_BASE)),$(LOCAL_BASE),$(IMAGE_BASE))
+
+image:
+	@$(call ensure_tools,buildah:buildah)
+	$(if $(filter local,$(IMAGE_BASE)),$(MAKE) --no-print-directory image-base-local)
+	buildah bud --isolation chroot --quiet -f deploy/Dockerfile \
+		$(if $(BASE_ARG),--build-arg PYTHON_IMAGE=$(BASE_ARG)) --build-arg VERSION=$(VERSION) \
+		$(if $(BUILD_CA),--secret id=build-ca$(,)src=$(BUILD_CA)) -t $(IMAGE) .
+	@buildah images --format '{{.Name}}:{{.Tag}} {{.Size}}' $(IMAGE)
+
+# Debian bookworm's minimal system, python3 and its venv module (no compiler), as an image.
+image-base-local:
+	@$(call ensure_tools,buildah:buildah mmdebstrap:mmdebstrap)
+	buildah inspect --type image $(LOCAL_BASE) >/dev/null 2>&1 || { \
+		dir=$$(mktemp -d) && \
+		mmdebstrap --quiet --variant=minbase --include=python3,python3-venv \
+			--dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-include=/usr/share/doc/*/copyright' \
+			--dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/locale/*' \
+			bookworm $$dir/base.tar $(APT_SOURCES) && \
+		c=$$(buildah from scratch) && buildah add --quiet $$c $$dir/base.tar / && \
+		buildah config --env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin --cmd /bin/sh $$c && \
+		buildah commit --quiet --rm $$c $(LOCAL_BASE) >/dev/null; \
+		status=$$?; rm -rf $$dir; exit $$status; }
+
+# The image `make test` runs (tests/e2e/test_image.py), on the local base.
+TEST_IMAGE := localhost/mtls-authz:test
+test-image:
+	buildah rmi $(TEST_IMAGE) >/dev/null 2>&1 || true
+	$(MAKE) --no-print-directory image IMAGE_BASE=local IMAGE=$(TEST_IMAGE)
 
 clean:
 	rm -rf $(VENV) $(DEMO_VENV) .pytest_cache .mypy_cache .ruff_cache
