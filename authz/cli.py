@@ -79,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     secrets = commands.add_parser(
         "k8s-demo-secrets",
-        help="Print demo Secrets (gateway-tls, mtls-ca) for the Kubernetes manifests.",
+        help="Print demo Secrets (gateway-tls, mtls-ca, demo-ocsp) for the Kubernetes manifests.",
     )
     secrets.add_argument("--namespace", default="default")
     secrets.add_argument(
@@ -91,7 +91,22 @@ def build_parser() -> argparse.ArgumentParser:
         default=Path("demo-client"),
         help="Where to write client.pem/key.",
     )
-    secrets.add_argument("--ocsp-url", help="OCSP responder to name in the client certificate.")
+    secrets.add_argument(
+        "--ocsp-url",
+        help="OCSP responder to name in the client certificates (default: the quick try's, "
+        "http://demo-ocsp.NAMESPACE.svc:8080).",
+    )
+
+    responder = commands.add_parser(
+        "demo-ocsp-responder",
+        help="Answer OCSP for one demo CA (the Kubernetes quick try's responder).",
+    )
+    responder.add_argument(
+        "--dir", type=Path, required=True,
+        help="issuer.pem, signer.pem, signer.key and revoked.txt (the demo-ocsp Secret).",
+    )  # fmt: skip
+    responder.add_argument("--host", default="0.0.0.0")
+    responder.add_argument("--port", type=int, default=8080)
 
     demo = commands.add_parser("demo", help="Run the local demo stack (PKI, Envoy, backend).")
     demo.add_argument("--once", action="store_true", help="Run the checks once and exit.")
@@ -119,8 +134,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         from authz.demo.k8s_secrets import demo_secrets
 
         print(demo_secrets(args.namespace, args.gateway_host, args.client_dir, args.ocsp_url))
-        print(f"# client certificate and key written to {args.client_dir}/", file=sys.stderr)
+        print(
+            f"# client certificates and keys written to {args.client_dir}/: "
+            "client.pem (good), revoked.pem (revoked)",
+            file=sys.stderr,
+        )
         return 0
+    if args.command == "demo-ocsp-responder":
+        from authz.demo.ocsp_responder import serve
+
+        return serve(args.dir, args.host, args.port)
     if args.command == "demo":
         from authz.demo.run import run_demo
 

@@ -27,11 +27,15 @@ import pytest
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from authz import __version__
+from authz.demo.k8s_secrets import demo_secrets
 from authz.demo.openssl_ocsp import OpensslCa, OpensslResponder
 from authz.demo.pki import Identity, LabPki, pem_bundle
-from authz.demo.processes import free_port, http_ok
-from authz.demo.stack import START_TIMEOUT, LocalStack
+from authz.demo.processes import Process, free_port, http_ok, tcp_open
+from authz.demo.stack import START_TIMEOUT, LocalStack, curl
 from tests.e2e.conftest import backend_saw, newest_envoy
+from tests.e2e.test_demo_responder import write_secrets
+from tests.e2e.test_kubernetes import container as k8s_container
+from tests.e2e.test_kubernetes import kustomize
 
 REPO = Path(__file__).resolve().parents[2]
 IMAGE = os.environ.get("MTLS_AUTHZ_TEST_IMAGE", "")
@@ -127,12 +131,14 @@ class ImageStack(LocalStack):
 
     container: str = ""
     entrypoint: list[str]
+    ca_bundle: bytes = b""
+    """The mounted `ca-bundle.pem`; default: the lab root and issuing CA."""
 
     def authz_argv(self) -> list[str]:
         etc = self.workdir / "etc-mtls-authz"
         (etc / "ca").mkdir(parents=True, exist_ok=True)
         shutil.copy(REPO / "deploy" / "k8s" / "base" / "config.yaml", etc / "config.yaml")
-        bundle = pem_bundle(self.pki.root.cert, self.pki.issuing.cert)
+        bundle = self.ca_bundle or pem_bundle(self.pki.root.cert, self.pki.issuing.cert)
         (etc / "ca" / "ca-bundle.pem").write_bytes(bundle)
         self.metrics_port = free_port()
         args = [
@@ -214,3 +220,41 @@ def test_the_entrypoint_serves_the_mounted_config_and_answers_checks_from_outsid
         log = stack.authz.log_text()
         assert '"message": "draining"' in log and '"message": "stopped"' in log, log[-2000:]
         assert "Traceback" not in log
+
+
+def test_the_kubernetes_quick_try_in_miniature(
+    container: str, image_config: dict[str, Any], pki: LabPki, tmp_path: Path
+) -> None:
+    """What `kubectl apply -k deploy/k8s/overlays/quick-try` runs, without the cluster: the
+    Secrets of `k8s-demo-secrets` as mounted files, the demo responder run from the image with
+    the overlay's own command, mtls-authz from the image; the demo clients through a real Envoy:
+    client.pem → 200, revoked.pem → 400 certificate_revoked."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    clients = tmp_path / "demo-client"
+    mounted = write_secrets(
+        demo_secrets("demo", [], clients, ocsp_url=url, pki=pki), tmp_path / "secrets"
+    )
+    objects = kustomize(REPO / "deploy" / "k8s" / "overlays" / "quick-try")
+    _, spec = k8s_container(objects, "ocsp-responder")
+    (mount,) = spec["volumeMounts"]
+    command = [*spec["command"], "--host", "127.0.0.1", "--port", str(port)]
+    responder = Process(
+        "demo-ocsp",
+        run_argv(container, *command, volumes={mounted["demo-ocsp"]: mount["mountPath"]}),
+        tmp_path / "responder.log",
+    )
+    stack = ImageStack(tmp_path / "stack", pki, envoy_binary=newest_envoy())
+    stack.container, stack.entrypoint = container, image_config["config"]["Entrypoint"]
+    stack.ca_bundle = (mounted["mtls-ca"] / "ca-bundle.pem").read_bytes()
+    server_ca = stack.workdir / "tls" / "server-ca.pem"
+    with responder, stack:
+        responder.wait_until(lambda: tcp_open(port), START_TIMEOUT, "listening")
+        good = curl(stack.url + "/quick-try", stack.workdir, server_ca,
+                    (clients / "client.pem", clients / "client.key"))  # fmt: skip
+        assert good.status == 200, good.body
+        assert good.json()["headers"]["x-mtls-authz-revocation"] == ["good"]
+        revoked = curl(stack.url + "/quick-try", stack.workdir, server_ca,
+                       (clients / "revoked.pem", clients / "revoked.key"))  # fmt: skip
+        assert revoked.status == 400
+        assert revoked.headers["x-mtls-authz-reason"] == "certificate_revoked"

@@ -19,17 +19,19 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
+from cryptography import x509
 
 from authz.demo import envoy_config
 from authz.demo.pki import Identity, LabPki, pem_bundle
 from authz.demo.processes import Process, free_port, http_ok, tcp_open
 from authz.demo.stack import HttpResult, curl
+from authz.revocation.ocsp import aia_ocsp_urls
 from tests.e2e.conftest import ENVOYS, envoy_validate, newest_envoy
 from tests.ocsp_responder import OcspResponder
 
 REPO = Path(__file__).resolve().parents[2]
 K8S = REPO / "deploy" / "k8s"
-OVERLAYS = ("sidecar", "shared")
+OVERLAYS = ("sidecar", "shared", "quick-try")
 KUBERNETES_VERSIONS = ("1.32.0", "1.37.0")
 AUTHZ_CONFIG_PATH = "/etc/mtls-authz/config.yaml"
 REQUIRED_SECURITY = {
@@ -252,7 +254,7 @@ def test_envoy_reaches_mtls_authz_where_it_listens(
     address = cluster_address(envoy_of(objects), "mtls_authz")
     host, _, port = authz_of(objects)["listen"].rpartition(":")
     assert address["port_value"] == int(port)
-    if name == "sidecar":
+    if name != "shared":  # the sidecar, alone or in the quick try
         assert (address["address"], host) == ("127.0.0.1", "127.0.0.1")
     else:
         service = find(objects, "Service", "mtls-authz")
@@ -485,6 +487,20 @@ def test_demo_secrets_fit_the_manifests(tmp_path: Path) -> None:
             name, key = source.removeprefix("secret ").split("/")
             assert key in secrets[name]["data"], source
     assert (tmp_path / "client" / "client.pem").exists()
+    # The quick try's responder: its Secret has what it reads, and the clients' AIA names its
+    # Service in the namespace.
+    quick = kustomize(K8S / "overlays" / "quick-try")
+    responder = find(quick, "Deployment", "demo-ocsp")
+    (volume,) = responder["spec"]["template"]["spec"]["volumes"]
+    assert set(secrets[volume["secret"]["secretName"]]["data"]) == {
+        "issuer.pem", "signer.pem", "signer.key", "revoked.txt",
+    }  # fmt: skip
+    service = find(quick, "Service", "demo-ocsp")
+    (port,) = service["spec"]["ports"]
+    expected = f"http://{service['metadata']['name']}.demo.svc:{port['port']}"
+    for name in ("client", "revoked"):
+        cert = x509.load_pem_x509_certificate((tmp_path / "client" / f"{name}.pem").read_bytes())
+        assert aia_ocsp_urls(cert) == [expected]
 
 
 def test_verdict_cache_component(pki: LabPki, tmp_path: Path) -> None:
@@ -506,13 +522,19 @@ def test_verdict_cache_component(pki: LabPki, tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-def test_the_verdict_cache_component_refuses_the_shared_overlay(tmp_path: Path) -> None:
-    """Its Envoy config calls mtls-authz at 127.0.0.1, true only beside the sidecar: rendered
+@pytest.mark.parametrize(
+    ("name", "marker"),
+    [("verdict-cache", "verdict-cache-beside"), ("http-transport", "http-transport-beside")],
+)
+def test_sidecar_only_components_refuse_the_shared_overlay(
+    name: str, marker: str, tmp_path: Path
+) -> None:
+    """Their Envoy config calls mtls-authz at 127.0.0.1, true only beside the sidecar: rendered
     with the shared overlay (no mtls-authz container in the gateway's pod), kustomize stops."""
-    component = K8S / "components" / "verdict-cache"
+    component = K8S / "components" / name
     sidecar = kustomize(with_component(tmp_path / "sidecar", "sidecar", component))
     (gateway,) = [d for d in sidecar if d["kind"] == "Deployment"]
-    assert gateway["metadata"]["annotations"]["mtls-authz.io/verdict-cache-beside"]
+    assert gateway["metadata"]["annotations"][f"mtls-authz.io/{marker}"]
     done = subprocess.run(
         ["kubectl", "kustomize", str(with_component(tmp_path / "shared", "shared", component))],
         capture_output=True, text=True, timeout=60, check=False,
@@ -522,32 +544,28 @@ def test_the_verdict_cache_component_refuses_the_shared_overlay(tmp_path: Path) 
 
 
 def test_http_transport_component(pki: LabPki, tmp_path: Path) -> None:
-    """The sidecar in Envoy's HTTP mode: the shipped envoy-http.yaml, and the base configuration
-    with http_listen on the port that config's cluster calls."""
+    """The sidecar in Envoy's HTTP mode: the shipped envoy-http.yaml, and mtls-authz with the base
+    configuration as it is, http_listen instead of listen set in its environment, on the port
+    that Envoy's cluster calls."""
     component = K8S / "components" / "http-transport"
     assert (component / "envoy.yaml").read_text() == (
         REPO / "envoy" / "envoy-http.yaml"
     ).read_text()
-    base = yaml.safe_load((K8S / "base" / "config.yaml").read_text())
-    config = yaml.safe_load((component / "config.yaml").read_text())
-    assert (config.pop("listen"), base.pop("listen")) == ("", "127.0.0.1:9191")
-    assert config.pop("http_listen") == "127.0.0.1:9192"
-    assert config == base
     objects = kustomize(with_component(tmp_path, "sidecar", component))
     for obj in objects:
         kubernetes_validate.validate(obj, KUBERNETES_VERSIONS[-1], strict=True)
+    assert (
+        configmap_file(objects, "mtls-authz-config", "config.yaml")
+        == (K8S / "base" / "config.yaml").read_text()
+    )
+    assert authz_env(objects) == {
+        "MTLS_AUTHZ_LISTEN": "",
+        "MTLS_AUTHZ_HTTP_LISTEN": "127.0.0.1:9192",
+    }
     rendered = yaml.safe_load(configmap_file(objects, "envoy-config", "envoy.yaml"))
-    (cluster,) = [c for c in rendered["static_resources"]["clusters"] if c["name"] == "mtls_authz"]
-    endpoint = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
-    address = endpoint["address"]["socket_address"]
-    assert f"{address['address']}:{address['port_value']}" == config_http_listen(objects)
+    address = cluster_address(rendered, "mtls_authz")
+    assert f"{address['address']}:{address['port_value']}" == authz_of(objects)["http_listen"]
     template = tmp_path / "envoy.yaml"
     template.write_text(configmap_file(objects, "envoy-config", "envoy.yaml"))
     done = envoy_validate(newest_envoy(), template, pki, tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
-
-
-def config_http_listen(objects: list[dict[str, Any]]) -> str:
-    return str(
-        yaml.safe_load(configmap_file(objects, "mtls-authz-config", "config.yaml"))["http_listen"]
-    )

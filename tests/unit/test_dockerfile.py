@@ -82,7 +82,7 @@ def test_each_overlay_names_the_image_in_one_entry_users_edit() -> None:
         if "image:" in line and "mtls-authz" in line
     }
     assert used == {"ghcr.io/mtls-authz/mtls-authz"}
-    for overlay in ("sidecar", "shared"):
+    for overlay in ("sidecar", "shared", "quick-try"):
         kustomization = yaml.safe_load(
             (REPO / "deploy" / "k8s" / "overlays" / overlay / "kustomization.yaml").read_text()
         )
