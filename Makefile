@@ -43,8 +43,9 @@ endef
 
 # Real peers in the tests: curl (client), openssl (OCSP responder), promtool (metrics format),
 # kubectl (renders the Kubernetes manifests with its built-in kustomize), node and npm (run the
-# CRD schemas of the gateway integrations).
-SYSTEM_TOOLS := curl:curl openssl:openssl promtool:prometheus kubectl:kubectl node:nodejs npm:npm
+# CRD schemas of the gateway integrations), redis-server (the shared revocation cache).
+SYSTEM_TOOLS := curl:curl openssl:openssl promtool:prometheus kubectl:kubectl node:nodejs npm:npm \
+	redis-server:redis-server
 system-deps:
 	@$(call ensure_tools,$(SYSTEM_TOOLS))
 

@@ -17,7 +17,14 @@ from authz.core.names import NameKey
 from authz.revocation.cache import Loaded, Lookup, SingleFlightCache
 from authz.revocation.crl import CrlIndex, crl_urls, verify_crl
 from authz.revocation.fetch import HttpFetcher
-from authz.revocation.loading import Observer, SourceLoader, SourceUrls, issuer_fingerprint
+from authz.revocation.loading import (
+    Observer,
+    SourceLoader,
+    SourceUrls,
+    issuer_fingerprint,
+    shared_key,
+)
+from authz.revocation.shared import REFRESH_AT, SharedAnswers, SharedKey
 from authz.revocation.status import RevocationFailure, RevocationOutcome
 
 MAX_CRL_BYTES = 16 * 1024 * 1024
@@ -55,13 +62,14 @@ class CrlChecker:
         config: CrlConfig,
         observer: Observer | None = None,
         now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+        shared: SharedAnswers | None = None,
     ) -> None:
         self._fetcher = fetcher
         self._cache = cache
         self._config = config
         self._now = now
         self.urls = SourceUrls(config.overrides or {}, config.allowed_hosts)
-        self._loader = SourceLoader("crl", self.urls, fetcher.unusable, observer)
+        self._loader = SourceLoader("crl", self.urls, fetcher.unusable, observer, shared)
         self._issuers: dict[bytes, x509.Certificate] = {}
 
     def source_url(self, leaf: x509.Certificate) -> str | None:
@@ -101,19 +109,39 @@ class CrlChecker:
                 max_age=dt.timedelta(seconds=config.max_age),
             )
 
+        shared = SharedKey(
+            shared_key("crl", issuer_fingerprint(issuer).hex(), url),
+            self._fresh,
+            lambda index: max(0.0, (self._life_end(index) - self._now()).total_seconds()),
+        )
         attempt = await self._loader.load(
             url,
             lambda: self._fetcher.get(url, MAX_CRL_BYTES),
             verify,
             lambda _: "loaded",
             {"crl": url},
+            shared,
         )
         if attempt.answer is None:
             assert attempt.error is not None
             error = attempt.error
             failed = CrlLoad(url, None, error.failure, error.detail, attempt.latency)
             return Loaded(failed, config.failure_ttl, definitive=False)
-        remaining = (attempt.answer.valid_until - self._now()).total_seconds()
-        ttl = max(0.0, min(remaining, config.max_age))
+        if attempt.shared:
+            ttl = max(0.0, (self._life_end(attempt.answer) - self._now()).total_seconds())
+        else:
+            remaining = (attempt.answer.valid_until - self._now()).total_seconds()
+            ttl = max(0.0, min(remaining, config.max_age))
         loaded = CrlLoad(url, index=attempt.answer, latency=attempt.latency)
         return Loaded(loaded, ttl, signed=attempt.signed)
+
+    def _life_end(self, index: CrlIndex) -> dt.datetime:
+        """Counted from the CRL's own signed thisUpdate, at most crl_cache_max_age."""
+        return min(
+            index.valid_until, index.this_update + dt.timedelta(seconds=self._config.max_age)
+        )
+
+    def _fresh(self, index: CrlIndex) -> bool:
+        """A shared CRL is used while in the first REFRESH_AT of its life."""
+        life = self._life_end(index) - index.this_update
+        return self._now() < index.this_update + REFRESH_AT * life

@@ -8,6 +8,7 @@ points), applied before any connection: URLs the operator configured always; any
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import logging
 import time
@@ -21,6 +22,7 @@ from cryptography.hazmat.primitives import hashes
 
 from authz.core.memo import ByIdentity
 from authz.core.names import NameKey, name_key
+from authz.revocation.shared import Claim, SharedAnswers, SharedKey
 from authz.revocation.status import RevocationError, RevocationFailure
 
 A = TypeVar("A")
@@ -45,6 +47,18 @@ def issuer_fingerprint(issuer: x509.Certificate) -> bytes:
     if known is not None:
         return known
     return _FINGERPRINTS.put(issuer, issuer.fingerprint(hashes.SHA256()))
+
+
+SHARED_KEY_PREFIX = "mtls-authz:v1"
+
+
+def shared_key(source: str, *parts: str) -> str:
+    """The shared cache's key for one answer: the source, what identifies the answer, and a
+    digest of the URL asked (as in the process's own cache: answers of another responder are
+    never served)."""
+    *identity, url = parts
+    digest = hashlib.sha256(url.encode()).hexdigest()[:16]
+    return ":".join((SHARED_KEY_PREFIX, source, *identity, digest))
 
 
 def host_allowed(host: str, allowed: tuple[str, ...]) -> bool:
@@ -100,6 +114,8 @@ class Attempt(Generic[A]):
     error: RevocationError | None
     signed: bytes
     latency: float
+    shared: bool = False
+    """Read from the shared cache (another replica fetched it), not from the source."""
 
 
 def verification_failure(error: Exception) -> RevocationError:
@@ -120,7 +136,9 @@ class SourceLoader:
         urls: SourceUrls,
         unusable: Callable[[str], None],
         observer: Observer | None,
+        shared: SharedAnswers | None = None,
     ) -> None:
+        self._shared = shared
         self._source = source
         self._urls = urls
         self._unusable = unusable
@@ -128,6 +146,40 @@ class SourceLoader:
         self._log = logging.getLogger(f"authz.{source}")
 
     async def load(
+        self,
+        url: str,
+        fetch: Callable[[], Awaitable[bytes]],
+        verify: Callable[[bytes], A],
+        outcome: Callable[[A], str],
+        log_fields: Mapping[str, object],
+        shared: SharedKey[A] | None = None,
+    ) -> Attempt[A]:
+        """With a shared cache: its answer if one verifies and is fresh; else one replica asks
+        the source (the others wait for its answer), and stores what verified. The shared cache
+        is only read for a permitted URL, and its answers never count against the source."""
+        store = self._shared
+        if store is None or shared is None or not self._urls.permitted(url):
+            return await self._fetch(url, fetch, verify, outcome, log_fields)
+        started = time.monotonic()
+        found = await store.find(shared, verify)
+        if found is not None:
+            return Attempt(found[0], None, found[1], time.monotonic() - started, shared=True)
+        claim = await store.claim(shared)
+        try:
+            if claim is Claim.THEIRS:
+                found = await store.wait_for(shared, verify)
+                if found is not None:
+                    latency = time.monotonic() - started
+                    return Attempt(found[0], None, found[1], latency, shared=True)
+            attempt = await self._fetch(url, fetch, verify, outcome, log_fields)
+            if attempt.answer is not None:
+                await store.share(shared, attempt.signed, attempt.answer)
+            return attempt
+        finally:
+            if claim is Claim.OURS:
+                await store.release(shared)
+
+    async def _fetch(
         self,
         url: str,
         fetch: Callable[[], Awaitable[bytes]],

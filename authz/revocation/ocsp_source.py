@@ -16,7 +16,13 @@ from authz.core.memo import ByIdentity
 from authz.core.names import NameKey
 from authz.revocation.cache import Loaded, Lookup, SingleFlightCache
 from authz.revocation.fetch import Fetcher
-from authz.revocation.loading import Observer, SourceLoader, SourceUrls, issuer_fingerprint
+from authz.revocation.loading import (
+    Observer,
+    SourceLoader,
+    SourceUrls,
+    issuer_fingerprint,
+    shared_key,
+)
 from authz.revocation.ocsp import (
     CertId,
     OcspQuery,
@@ -25,6 +31,7 @@ from authz.revocation.ocsp import (
     build_query_by_hash,
     verify_response,
 )
+from authz.revocation.shared import REFRESH_AT, SharedAnswers, SharedKey
 from authz.revocation.status import CertStatus, RevocationOutcome, RevocationStatus
 
 URL_MEMO_SIZE = 4096
@@ -59,6 +66,7 @@ class OcspChecker:
         config: OcspConfig,
         observer: Observer | None = None,
         now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+        shared: SharedAnswers | None = None,
     ) -> None:
         self._fetcher = fetcher
         self._observer = observer
@@ -66,7 +74,7 @@ class OcspChecker:
         self._config = config
         self._now = now
         self.urls = SourceUrls(config.overrides or {}, config.allowed_hosts)
-        self._loader = SourceLoader("ocsp", self.urls, fetcher.unusable, observer)
+        self._loader = SourceLoader("ocsp", self.urls, fetcher.unusable, observer, shared)
         self._urls: ByIdentity[x509.Certificate, str | None] = ByIdentity(URL_MEMO_SIZE)
         # Issuers seen, by fingerprint, with their CertID hashes: what prefetch needs.
         self._issuers: dict[bytes, tuple[x509.Certificate, CertId]] = {}
@@ -139,19 +147,53 @@ class OcspChecker:
                 max_response_age=config.max_response_age,
             )
 
+        cert_id = query.cert_id
+        shared = SharedKey(
+            shared_key("ocsp", cert_id.hash_algorithm, issuer_fingerprint(issuer).hex(),
+                       format(cert_id.serial_number, "x"), url),
+            self._fresh,
+            lambda status: self._shared_ttl(status, leaf_not_after),
+        )  # fmt: skip
         attempt = await self._loader.load(
             url,
             lambda: self._fetcher.fetch(url, query.der),
             verify,
             lambda status: status.status.value,
-            {"responder": url, "serial": format(query.cert_id.serial_number, "x")},
+            {"responder": url, "serial": format(cert_id.serial_number, "x")},
+            shared,
         )
         if attempt.answer is None:
             assert attempt.error is not None
             outcome = RevocationOutcome.failed(url, attempt.error, attempt.latency)
             return Loaded(outcome, config.failure_ttl, definitive=False)
         outcome = RevocationOutcome(url, status=attempt.answer, latency=attempt.latency)
-        return Loaded(outcome, self._ttl(attempt.answer, leaf_not_after), signed=attempt.signed)
+        ttl = (
+            self._shared_ttl(attempt.answer, leaf_not_after)
+            if attempt.shared
+            else self._ttl(attempt.answer, leaf_not_after)
+        )
+        return Loaded(outcome, ttl, signed=attempt.signed)
+
+    def _life_end(self, status: RevocationStatus) -> dt.datetime:
+        """When a good or unknown answer stops being servable, counted from its own signed
+        thisUpdate: nextUpdate (or thisUpdate + max_age without one), at most thisUpdate +
+        ocsp_cache_max_age."""
+        return min(
+            status.valid_until, status.this_update + dt.timedelta(seconds=self._config.max_age)
+        )
+
+    def _fresh(self, status: RevocationStatus) -> bool:
+        """A shared answer is served while in the first REFRESH_AT of its life (then one replica
+        asks the responder again); revoked stays revoked."""
+        if status.status is CertStatus.REVOKED:
+            return True
+        life = self._life_end(status) - status.this_update
+        return self._now() < status.this_update + REFRESH_AT * life
+
+    def _shared_ttl(self, status: RevocationStatus, leaf_not_after: dt.datetime | None) -> float:
+        if status.status is CertStatus.REVOKED:
+            return self._ttl(status, leaf_not_after)
+        return max(0.0, (self._life_end(status) - self._now()).total_seconds())
 
     def _ttl(self, status: RevocationStatus, leaf_not_after: dt.datetime | None) -> float:
         """How long an answer may be served: this bounds how long a revocation goes unseen.

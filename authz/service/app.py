@@ -40,6 +40,8 @@ from authz.revocation.fetch import HttpFetcher
 from authz.revocation.loading import SourceUrls, issuer_fingerprint
 from authz.revocation.ocsp_source import CacheKey, OcspChecker
 from authz.revocation.prefetch import Prefetcher, Target
+from authz.revocation.redis_store import RedisStore
+from authz.revocation.shared import SharedAnswers
 from authz.revocation.status import RevocationOutcome, RevocationSource
 from authz.service import logs, workers
 from authz.service import ops_http as http
@@ -106,6 +108,17 @@ def policy_state(state: State, spec: PolicySpec) -> State:
     )
 
 
+def shared_answers(settings: Settings, metrics: Metrics) -> SharedAnswers | None:
+    """The shared revocation cache, if configured: its store, bounded per operation; waiters
+    on another replica's fetch wait at most as long as that fetch may take."""
+    if not settings.revocation_cache_url:
+        return None
+    store = RedisStore(settings.revocation_cache_url, settings.revocation_cache_timeout)
+    wait = max(settings.ocsp_timeout, settings.crl_timeout)
+    metrics.observe_shared_cache_up(True)
+    return SharedAnswers(store, settings.revocation_cache_timeout, wait, metrics)
+
+
 def http_session() -> aiohttp.ClientSession:
     """One pooled session for every responder; proxies from the environment are not used."""
     connector = aiohttp.TCPConnector(limit=256, ttl_dns_cache=60)
@@ -133,6 +146,7 @@ class Service:
         self.sources = sources
         self.session = session
         self.metrics = metrics
+        self.shared = shared_answers(settings, metrics)
         self.cache = SingleFlightCache[CacheKey, RevocationOutcome](settings.ocsp_cache_size)
         self.crl_cache = SingleFlightCache[CrlKey, CrlLoad](CRL_CACHE_SIZE)
         metrics.watch_cache_size(lambda: len(self.cache))
@@ -149,9 +163,13 @@ class Service:
         fetcher = HttpFetcher(
             self.session, settings.ocsp_timeout, settings.ocsp_responder_concurrency
         )
-        checker = OcspChecker(fetcher, self.cache, settings.ocsp_config, self.metrics)
+        checker = OcspChecker(
+            fetcher, self.cache, settings.ocsp_config, self.metrics, shared=self.shared
+        )
         crl_fetcher = HttpFetcher(self.session, settings.crl_timeout)
-        crl = CrlChecker(crl_fetcher, self.crl_cache, settings.crl_config, self.metrics)
+        crl = CrlChecker(
+            crl_fetcher, self.crl_cache, settings.crl_config, self.metrics, shared=self.shared
+        )
         self.checkers = (checker, crl)
         self.prefetch_targets = (
             Target(self.cache, checker.prefetch, lambda outcome: outcome.url),
@@ -237,6 +255,8 @@ class Service:
             self.settings.log_format,
         ):
             logs.configure(settings.log_level, settings.log_format)
+        if settings.revocation_cache_url != self.settings.revocation_cache_url:
+            log.warning("revocation_cache_url changed: the new one is used after a restart")
         self.settings, self.runtime = settings, runtime
         dropped = self.prune_caches(state.trust.certificates, previous[0])
         self.metrics.observe_trust_bundle(state.trust)
@@ -258,7 +278,11 @@ async def serve(
     metrics = Metrics(registry or CollectorRegistry())
     async with http_session() as session:
         service = Service(settings, sources, session, metrics)
-        return await _run(service)
+        try:
+            return await _run(service)
+        finally:
+            if service.shared is not None:
+                await service.shared.close()
 
 
 async def _run(service: Service) -> int:

@@ -71,6 +71,22 @@ class Metrics:
             ["result"],
             registry=registry,
         )
+        self.shared_cache = Counter(
+            "mtls_authz_shared_cache",
+            "Shared revocation cache (Redis/Valkey) operations: hit (a verified, fresh answer), "
+            "miss, refused (read but not usable: invalid, another answer, too old), written, "
+            "lock_wait (another replica was asking the responder), lock_wait_hit (its answer "
+            "arrived), error (timeout, connection, bad reply).",
+            ["result"],
+            registry=registry,
+        )
+        self.shared_cache_up = Gauge(
+            "mtls_authz_shared_cache_up",
+            "1 while the shared revocation cache is used, 0 while its breaker skips it "
+            "(absent without revocation_cache_url).",
+            registry=registry,
+            multiprocess_mode="livemin",
+        )
         self.bundle_certificates = Gauge(
             "mtls_authz_trust_bundle_certificates",
             "CA certificates in the trust bundle.",
@@ -108,6 +124,10 @@ class Metrics:
         }
         for result in ("success", "error"):
             self.config_reloads.labels(result=result)
+        self._shared = {
+            r: self.shared_cache.labels(result=r)
+            for r in ("hit", "miss", "refused", "written", "lock_wait", "lock_wait_hit", "error")
+        }
 
     def prepare(self, transport: str) -> None:
         """Export every decision and reason of a transport from the start, at 0."""
@@ -160,6 +180,12 @@ class Metrics:
 
     def observe_cache_lookup(self, result: str) -> None:
         self._lookups[result].inc()
+
+    def observe_shared_cache(self, result: str) -> None:
+        self._shared[result].inc()
+
+    def observe_shared_cache_up(self, up: bool) -> None:
+        self.shared_cache_up.set(1 if up else 0)
 
     def watch_cache_size(self, size: Callable[[], int]) -> None:
         """Read at scrape time; under --workers, written by `refresh` (values live in files)."""

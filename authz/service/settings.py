@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import yaml
 
@@ -80,6 +81,27 @@ def _check_listen(value: str) -> str | None:
 
 def _check_optional_listen(value: str) -> str | None:
     return None if value == "" else _check_listen(value)
+
+
+def _check_store_url(value: str) -> str | None:
+    if value == "":
+        return None
+    parts = urlsplit(value)
+    if parts.scheme not in ("redis", "rediss", "unix"):
+        return "expected redis://HOST:PORT/DB, rediss:// (TLS) or unix://PATH"
+    if parts.scheme != "unix" and not parts.hostname:
+        return "expected redis://HOST:PORT/DB: no host"
+    return None
+
+
+def redact_url(value: str) -> str:
+    """A URL as logs may show it: without its password."""
+    parts = urlsplit(value)
+    if parts.password is None:
+        return value
+    user = parts.username or ""
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
 def _check_header(value: str) -> str | None:
@@ -306,6 +328,13 @@ class Settings:
                                    check=_check_positive)
     ocsp_responder_concurrency: int = setting(32, "Most requests in flight to one responder.",
                                               check=_check_positive)
+    revocation_cache_url: str = setting(
+        "", "Shared revocation cache for every replica: redis://[USER:PASSWORD@]HOST:PORT/DB, "
+        "rediss:// for TLS (Redis or Valkey; empty: off). Read at start.",
+        check=_check_store_url)
+    revocation_cache_timeout: float = setting(
+        0.1, "Seconds for one operation on the shared revocation cache before the responder is "
+        "asked instead.", check=_check_positive)
     # Not keys: what loading found.
     route_specs: Mapping[str, PolicySpec] = field(default_factory=dict, compare=False)
     """Every policy, parsed once: `default` is the top-level settings unless named so."""
@@ -314,8 +343,12 @@ class Settings:
 # fmt: on
 
     def redacted(self) -> dict[str, Any]:
-        """The effective configuration for the startup log line (it holds no secrets)."""
-        return {o.key: _shown(getattr(self, o.key)) for o in OPTIONS}
+        """The effective configuration for the startup log line, without secrets (the shared
+        cache's password)."""
+        shown = {o.key: _shown(getattr(self, o.key)) for o in OPTIONS}
+        for key in _SECRET_URLS:
+            shown[key] = redact_url(shown[key])
+        return shown
 
     @functools.cached_property
     def certificate(self) -> CertificateSource:
@@ -352,6 +385,9 @@ class Settings:
 
 def _shown(value: Any) -> Any:
     return value.texts if isinstance(value, IssuerUrls) else value
+
+
+_SECRET_URLS = frozenset({"revocation_cache_url"})
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ rendered configs, its mounts recreated in a temporary directory.
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import subprocess
@@ -15,6 +16,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import kubernetes_validate
 import pytest
@@ -49,8 +51,8 @@ def kustomize(path: Path) -> list[dict[str, Any]]:
     return [doc for doc in yaml.safe_load_all(done.stdout) if doc]
 
 
-def with_component(directory: Path, overlay: str, component: Path) -> Path:
-    """A kustomization in `directory`: the named overlay plus `component` (relative paths only,
+def with_component(directory: Path, overlay: str, *components: Path) -> Path:
+    """A kustomization in `directory`: the named overlay plus `components` (relative paths only,
     as kustomize takes them)."""
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "kustomization.yaml").write_text(
@@ -59,7 +61,7 @@ def with_component(directory: Path, overlay: str, component: Path) -> Path:
                 "apiVersion": "kustomize.config.k8s.io/v1beta1",
                 "kind": "Kustomization",
                 "resources": [os.path.relpath(K8S / "overlays" / overlay, directory)],
-                "components": [os.path.relpath(component, directory)],
+                "components": [os.path.relpath(c, directory) for c in components],
             }
         )
     )
@@ -354,6 +356,10 @@ def test_every_container_is_hardened_pinned_and_probed(
     overlay: tuple[str, list[dict[str, Any]]],
 ) -> None:
     _, objects = overlay
+    assert_hardened(objects)
+
+
+def assert_hardened(objects: list[dict[str, Any]]) -> None:
     newest = max(ENVOYS, key=lambda v: tuple(int(p) for p in v.split(".")))
     for deployment, spec in containers(objects):
         where = f"{deployment['metadata']['name']}/{spec['name']}"
@@ -569,3 +575,33 @@ def test_http_transport_component(pki: LabPki, tmp_path: Path) -> None:
     template.write_text(configmap_file(objects, "envoy-config", "envoy.yaml"))
     done = envoy_validate(newest_envoy(), template, pki, tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_redis_cache_components_point_every_replica_at_one_store(tmp_path: Path) -> None:
+    """The shared overlay with redis-cache (URL from a Secret) and the single-node Redis for
+    trying it: every mtls-authz replica gets the Secret's URL, which names that Redis's Service
+    and port; the Redis admits only mtls-authz's pods and is hardened like the rest."""
+    components = K8S / "components"
+    objects = kustomize(
+        with_component(
+            tmp_path, "shared", components / "redis-cache", components / "redis-single-node"
+        )
+    )
+    for obj in objects:
+        kubernetes_validate.validate(obj, KUBERNETES_VERSIONS[-1], strict=True)
+    assert_hardened(objects)
+    _, spec = container(objects, "mtls-authz")
+    (url_env,) = [e for e in spec["env"] if e["name"] == "MTLS_AUTHZ_REVOCATION_CACHE_URL"]
+    ref = url_env["valueFrom"]["secretKeyRef"]
+    secret = find(objects, "Secret", "mtls-authz-redis")
+    assert ref["name"] == secret["metadata"]["name"]
+    url = urlsplit(base64.b64decode(secret["data"][ref["key"]]).decode())
+    service = find(objects, "Service", "mtls-authz-redis")
+    assert (url.scheme, url.hostname) == ("redis", service["metadata"]["name"])
+    assert url.port in {p["port"] for p in service["spec"]["ports"]}
+    policy = find(objects, "NetworkPolicy", "mtls-authz-redis")
+    (rule,) = policy["spec"]["ingress"]
+    authz, _ = container(objects, "mtls-authz")
+    labels = authz["spec"]["template"]["metadata"]["labels"]
+    for key, value in rule["from"][0]["podSelector"]["matchLabels"].items():
+        assert labels[key] == value

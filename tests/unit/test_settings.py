@@ -259,3 +259,16 @@ def test_every_key_is_declared_once_with_its_flag_and_env_name() -> None:
     assert OPTIONS_BY_KEY["revocation_allowed_hosts"].alias_flags == ("--ocsp-allowed-host",)
     assert OPTIONS_BY_KEY["revocation_mode"].env_name == "MTLS_AUTHZ_REVOCATION_MODE"
     assert OPTIONS_BY_KEY["revocation_mode"].choices == ("require", "soft-fail", "off")
+
+
+def test_the_shared_cache_url_is_checked_and_its_password_never_logged() -> None:
+    base = {"trust_bundle": "/b.pem", "allowed_issuers": [ISSUER]}
+    url = "rediss://mtls-authz:s3cret@redis.cache.svc:6380/2"
+    settings = load_settings(None, {"MTLS_AUTHZ_REVOCATION_CACHE_URL": url}, base)
+    assert settings.revocation_cache_url == url
+    shown = settings.redacted()["revocation_cache_url"]
+    assert shown == "rediss://mtls-authz:***@redis.cache.svc:6380/2"
+    assert "s3cret" not in str(settings.redacted())
+    with pytest.raises(ConfigError, match=r"revocation_cache_url .*expected redis://"):
+        load_settings(None, {}, {**base, "revocation_cache_url": "http://redis:6379"})
+    assert load_settings(None, {}, base).redacted()["revocation_cache_url"] == ""

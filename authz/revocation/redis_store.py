@@ -1,0 +1,49 @@
+"""The shared revocation cache's store on Redis or Valkey (redis-py's asyncio client): plain
+GET/SET with PX for answers, SET NX PX for the short locks, a token-checked release."""
+
+from __future__ import annotations
+
+import secrets
+
+import redis.asyncio as redis
+
+# Delete the lock only if it is still ours (it may have expired and been taken by another).
+_RELEASE = """
+if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
+return 0
+"""
+
+
+class RedisStore:
+    def __init__(self, url: str, timeout: float) -> None:
+        """`url`: redis://[user:password@]host:port/db, rediss:// for TLS (redis-py's syntax)."""
+        self._client = redis.Redis.from_url(
+            url,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            retry_on_timeout=False,
+            health_check_interval=30,
+        )
+        self._token = secrets.token_hex(8).encode()
+        self._release = self._client.register_script(_RELEASE)
+
+    async def get(self, key: str) -> bytes | None:
+        value = await self._client.get(key)
+        if value is not None and not isinstance(value, bytes):
+            raise TypeError(f"unexpected reply {type(value).__name__}")
+        return value
+
+    async def put(self, key: str, value: bytes, ttl: float) -> None:
+        await self._client.set(key, value, px=max(1, int(ttl * 1000)))
+
+    async def claim(self, key: str, ttl: float) -> bool:
+        return bool(await self._client.set(key, self._token, nx=True, px=max(1, int(ttl * 1000))))
+
+    async def held(self, key: str) -> bool:
+        return bool(await self._client.exists(key))
+
+    async def release(self, key: str) -> None:
+        await self._release(keys=[key], args=[self._token])
+
+    async def close(self) -> None:
+        await self._client.aclose()

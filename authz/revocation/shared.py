@@ -1,0 +1,208 @@
+"""A second-level store of signed revocation answers shared by every replica (Redis, Valkey),
+under each process's own cache: what one replica fetched, the others read instead of asking the
+responder; a replica that restarts finds its clients' answers there.
+
+Trust: the store only ever holds the signed answer as the responder sent it (OCSP response DER,
+CRL DER), and what is read back is verified exactly as a fresh answer is, then used only while it
+is in the first REFRESH_AT of its life, counted from its own signed thisUpdate (bounded by
+`max_age`). A writer to the store can never make a certificate good or unrevoked; at most it can
+replay an answer that is still valid by every rule applied to a fresh one. Anything else read
+(garbage, another key's answer, another signer, an old answer) is refused, counted, and replaced
+by the next fetch.
+
+Coalescing: before asking the responder, a replica takes a short lock in the store (SET NX PX);
+the others wait for its answer (at most `wait` seconds, polling), then read it.
+
+The store is never a reason to refuse: each operation is bounded by `timeout`; failures open a
+breaker that skips the store for a while; every transition is logged once and counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from enum import Enum
+from typing import Generic, Protocol, TypeVar
+
+from authz.revocation.fetch import CircuitBreaker
+
+A = TypeVar("A")
+T = TypeVar("T")
+
+REFRESH_AT = 0.8
+"""A stored answer past this fraction of its life is refreshed from the responder, not read."""
+POLL_SECONDS = 0.02
+BREAKER_FAILURES = 3
+BREAKER_OPEN_SECONDS = 5.0
+
+log = logging.getLogger("authz.shared_cache")
+
+
+class Store(Protocol):
+    """What the shared cache needs of a key-value server."""
+
+    async def get(self, key: str) -> bytes | None: ...
+
+    async def put(self, key: str, value: bytes, ttl: float) -> None: ...
+
+    async def claim(self, key: str, ttl: float) -> bool:
+        """Take the lock `key` for `ttl` seconds unless someone holds it (SET NX PX)."""
+        ...
+
+    async def held(self, key: str) -> bool: ...
+
+    async def release(self, key: str) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class SharedObserver(Protocol):
+    def observe_shared_cache(self, result: str) -> None:
+        """hit, miss, refused (read but not usable), written, lock_wait, lock_wait_hit, error."""
+        ...
+
+    def observe_shared_cache_up(self, up: bool) -> None: ...
+
+
+class Claim(Enum):
+    OURS = "ours"
+    THEIRS = "theirs"
+    NONE = "none"
+    """The store could not be asked: fetch without coordinating."""
+
+
+@dataclass(frozen=True, slots=True)
+class SharedKey(Generic[A]):
+    """One answer's place in the store, and the source's rules for what it may serve."""
+
+    key: str
+    fresh: Callable[[A], bool]
+    """Whether a verified answer read back may be served instead of asking the responder."""
+    ttl: Callable[[A], float]
+    """How long the store may keep a verified answer (its own validity under our rules)."""
+
+
+_FAILED = object()
+
+
+class SharedAnswers:
+    def __init__(
+        self,
+        store: Store,
+        timeout: float,
+        wait: float,
+        observer: SharedObserver | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._store = store
+        self._timeout = timeout
+        self._wait = wait
+        self._observer = observer
+        self._clock = clock
+        self._breaker = CircuitBreaker(BREAKER_FAILURES, BREAKER_OPEN_SECONDS, clock)
+        self._up = True
+
+    async def find(self, key: SharedKey[A], verify: Callable[[bytes], A]) -> tuple[A, bytes] | None:
+        """A stored answer that verifies and is fresh, or None (absent, refused, unavailable)."""
+        body = await self._call(lambda: self._store.get(key.key))
+        if body is _FAILED:
+            return None
+        if body is None:
+            self._count("miss")
+            return None
+        assert isinstance(body, bytes)
+        found = self._usable(body, key, verify)
+        self._count("hit" if found is not None else "refused")
+        return found
+
+    async def claim(self, key: SharedKey[A]) -> Claim:
+        taken = await self._call(lambda: self._store.claim(_lock(key), self._wait + 1.0))
+        if taken is _FAILED:
+            return Claim.NONE
+        return Claim.OURS if taken else Claim.THEIRS
+
+    async def wait_for(
+        self, key: SharedKey[A], verify: Callable[[bytes], A]
+    ) -> tuple[A, bytes] | None:
+        """Another replica is asking the responder: wait (bounded) for its answer."""
+        self._count("lock_wait")
+        deadline = self._clock() + self._wait
+        while self._clock() < deadline:
+            await asyncio.sleep(POLL_SECONDS)
+            body = await self._call(lambda: self._store.get(key.key))
+            if body is _FAILED:
+                return None
+            if isinstance(body, bytes):
+                found = self._usable(body, key, verify)
+                if found is not None:
+                    self._count("lock_wait_hit")
+                    return found
+            held = await self._call(lambda: self._store.held(_lock(key)))
+            if held is _FAILED or not held:
+                return None  # it gave up (its responder failed): ask ourselves
+        return None
+
+    async def share(self, key: SharedKey[A], body: bytes, answer: A) -> None:
+        ttl = key.ttl(answer)
+        if ttl <= 0:
+            return
+        if await self._call(lambda: self._store.put(key.key, body, ttl)) is not _FAILED:
+            self._count("written")
+
+    async def release(self, key: SharedKey[A]) -> None:
+        await self._call(lambda: self._store.release(_lock(key)))
+
+    async def close(self) -> None:
+        try:
+            await asyncio.wait_for(self._store.close(), self._timeout)
+        except Exception:  # closing at shutdown: nothing left to protect
+            log.debug("closing the shared revocation cache failed", exc_info=True)
+
+    def _usable(
+        self, body: bytes, key: SharedKey[A], verify: Callable[[bytes], A]
+    ) -> tuple[A, bytes] | None:
+        try:
+            answer = verify(body)
+        except Exception:
+            return None
+        return (answer, body) if key.fresh(answer) else None
+
+    async def _call(self, operation: Callable[[], Awaitable[T]]) -> T | object:
+        """One bounded operation; _FAILED on any error or timeout, or while the breaker is open."""
+        if not self._breaker.allow():
+            return _FAILED
+        try:
+            result = await asyncio.wait_for(operation(), self._timeout)
+        except Exception as error:
+            self._breaker.record(False)
+            self._count("error")
+            if self._up and not self._breaker.allow():
+                self._transition(False, error)
+            return _FAILED
+        self._breaker.record(True)
+        if not self._up:
+            self._transition(True, None)
+        return result
+
+    def _transition(self, up: bool, error: Exception | None) -> None:
+        self._up = up
+        if self._observer is not None:
+            self._observer.observe_shared_cache_up(up)
+        if up:
+            log.warning("shared revocation cache reachable again; using it")
+        else:
+            log.warning(
+                "shared revocation cache unavailable; asking the responders directly",
+                extra={"error": f"{type(error).__name__}: {error}"},
+            )
+
+    def _count(self, result: str) -> None:
+        if self._observer is not None:
+            self._observer.observe_shared_cache(result)
+
+
+def _lock(key: SharedKey[A]) -> str:
+    return key.key + ":lock"

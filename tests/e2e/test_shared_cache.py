@@ -1,0 +1,293 @@
+"""The shared revocation cache on a real `redis-server`, with three mtls-authz processes: one
+responder request per certificate across replicas, warm restarts, tampered entries never
+accepted, and Redis down (killed or frozen) never a reason to refuse."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import os
+import shutil
+import signal
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+import redis
+from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
+
+from authz.demo.pki import Identity, LabPki, make_ocsp_signer, pem_bundle, reissue
+from authz.demo.processes import Process, free_port, tcp_open
+from authz.revocation.loading import issuer_fingerprint, shared_key
+from authz.revocation.ocsp import build_query, verify_response
+from authz.revocation.status import CertStatus
+from tests.e2e.test_ocsp_behaviour import check_request
+from tests.ocsp_responder import OcspResponder, build_response
+from tests.support import envoy_field
+
+START_TIMEOUT = 30
+CERTIFICATES = 1000
+CHECK_TIMEOUT = 30
+
+pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None, reason="no redis-server")
+
+
+class RedisServer:
+    """A throwaway `redis-server` on 127.0.0.1, no persistence; killed and restarted at will."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: Process | None = None
+
+    def start(self) -> RedisServer:
+        argv = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+                "--save", "", "--appendonly", "no", "--dir", str(self.workdir)]  # fmt: skip
+        self.process = Process("redis", argv, self.workdir / "redis.log").start()
+        self.process.wait_until(lambda: tcp_open(self.port), START_TIMEOUT, "listening")
+        return self
+
+    def kill(self) -> None:
+        assert self.process is not None
+        os.kill(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=10)
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.stop()
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+class Replica:
+    """One mtls-authz process using the shared cache."""
+
+    def __init__(self, name: str, workdir: Path, pki: LabPki, responder: str, store: str) -> None:
+        bundle = workdir / "bundle.pem"
+        bundle.write_bytes(pem_bundle(pki.root.cert, pki.issuing.cert))
+        self.port, self.metrics_port = free_port(), free_port()
+        argv = [
+            sys.executable, "-m", "authz", "serve", "--listen", f"127.0.0.1:{self.port}",
+            "--metrics-listen", f"127.0.0.1:{self.metrics_port}",
+            "--trust-bundle", str(bundle), "--allowed-issuer", LabPki.ISSUING_DN,
+            "--ocsp-responder", f"{LabPki.ISSUING_DN}={responder}",
+            "--revocation-cache-url", store, "--prefetch-window", "0",
+        ]  # fmt: skip
+        self.process = Process(name, argv, workdir / f"{name}.log")
+
+    def start(self) -> Replica:
+        self.process.start()
+        self.process.wait_until(lambda: tcp_open(self.port), START_TIMEOUT, "listening")
+        return self
+
+    def metric(self, line_start: str) -> float:
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as page:
+            for line in page.read().decode().splitlines():
+                if line.startswith(line_start + " "):
+                    return float(line.rsplit(" ", 1)[1])
+        raise AssertionError(f"no metric {line_start}")
+
+
+def verdict(response: external_auth_pb2.CheckResponse) -> str:
+    if response.HasField("ok_response"):
+        return "allow"
+    for option in response.denied_response.headers:
+        if option.header.key == "x-mtls-authz-reason":
+            return option.header.value
+    return "deny"
+
+
+async def check_all(
+    port: int, clients: list[Identity], concurrency: int = 50
+) -> list[tuple[str, float]]:
+    """Every client's verdict and the Check's latency, `concurrency` at a time."""
+    limit = asyncio.Semaphore(concurrency)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = external_auth_pb2_grpc.AuthorizationStub(channel)
+
+        async def one(client: Identity) -> tuple[str, float]:
+            async with limit:
+                started = time.monotonic()
+                response = await stub.Check(
+                    check_request(envoy_field(client.cert)), timeout=CHECK_TIMEOUT
+                )
+                return verdict(response), time.monotonic() - started
+
+        return await asyncio.gather(*(one(c) for c in clients))
+
+
+def run_checks(replicas: list[Replica], clients: list[Identity]) -> list[list[str]]:
+    """The same clients through every replica at once; verdicts per replica."""
+
+    async def everywhere() -> list[list[tuple[str, float]]]:
+        return await asyncio.gather(*(check_all(r.port, clients) for r in replicas))
+
+    return [[v for v, _ in results] for results in asyncio.run(everywhere())]
+
+
+@pytest.fixture
+def replicas(
+    pki: LabPki, fresh_responder: OcspResponder, redis_server: RedisServer, tmp_path: Path
+) -> Iterator[list[Replica]]:
+    started = [
+        Replica(f"authz-{i}", tmp_path, pki, fresh_responder.url, redis_server.url).start()
+        for i in range(3)
+    ]
+    try:
+        yield started
+    finally:
+        for replica in started:
+            replica.process.stop()
+
+
+def distinct_clients(pki: LabPki, count: int, name: str) -> list[Identity]:
+    template = pki.client(name)
+    return [reissue(template, pki.issuing) for _ in range(count)]
+
+
+def stored_key(pki: LabPki, client: Identity, responder: OcspResponder) -> str:
+    fingerprint = issuer_fingerprint(pki.issuing.cert).hex()
+    serial = format(client.cert.serial_number, "x")
+    return shared_key("ocsp", "sha1", fingerprint, serial, responder.url)
+
+
+def test_three_replicas_ask_the_responder_about_each_certificate_once_and_restart_warm(
+    replicas: list[Replica],
+    pki: LabPki,
+    fresh_responder: OcspResponder,
+    redis_server: RedisServer,
+    tmp_path: Path,
+) -> None:
+    clients = distinct_clients(pki, CERTIFICATES, "shared")
+    revoked = clients[::100]
+    for client in revoked:
+        fresh_responder.revoke(client.cert.serial_number)
+    expected = ["certificate_revoked" if c in revoked else "allow" for c in clients]
+
+    verdicts = run_checks(replicas, clients)
+    assert verdicts == [expected] * 3
+    # Not ~3 000: one replica asked, the others waited for its answer or read it.
+    assert fresh_responder.requests <= CERTIFICATES * 1.05, fresh_responder.requests
+    lock_waits = sum(
+        r.metric('mtls_authz_shared_cache_total{result="lock_wait"}') for r in replicas
+    )
+    hits = sum(r.metric('mtls_authz_shared_cache_total{result="hit"}') for r in replicas)
+    assert lock_waits + hits >= CERTIFICATES  # the other replicas' share came from Redis
+
+    # A replica restarted (its own cache empty) answers from the shared cache alone.
+    asked = fresh_responder.requests
+    replicas[0].process.stop()
+    restarted = Replica(
+        "authz-restarted", tmp_path, pki, fresh_responder.url, redis_server.url
+    ).start()
+    try:
+        assert run_checks([restarted], clients) == [expected]
+        assert fresh_responder.requests == asked
+        assert restarted.metric('mtls_authz_shared_cache_total{result="hit"}') == CERTIFICATES
+    finally:
+        restarted.process.stop()
+
+
+def test_tampered_entries_are_never_accepted_and_are_replaced(
+    replicas: list[Replica],
+    pki: LabPki,
+    fresh_responder: OcspResponder,
+    redis_server: RedisServer,
+) -> None:
+    """A writer to Redis tries to make revoked certificates good; each is still refused with
+    the responder's answer, which then replaces the forged entry."""
+    victims = distinct_clients(pki, 4, "tamper")
+    bystander = pki.client("bystander")
+    for victim in victims:
+        fresh_responder.revoke(victim.cert.serial_number)
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    impostor = make_ocsp_signer(pki.other, "Impostor")  # a signer the issuing CA never authorized
+    real = fresh_responder.signer
+    issuer = pki.issuing.cert
+    forged = {
+        # good, signed by another key
+        0: build_response((victims[0].cert, issuer), impostor, status=CertStatus.GOOD),
+        # good, properly signed, but older than ocsp_cache_max_age (300 s) counted from thisUpdate
+        1: build_response(
+            (victims[1].cert, issuer),
+            real,
+            status=CertStatus.GOOD,
+            this_update=now - dt.timedelta(seconds=400),
+            next_update=now + dt.timedelta(hours=1),
+        ),
+        # good, properly signed, about another serial
+        2: build_response((bystander.cert, issuer), real, status=CertStatus.GOOD),
+        # not OCSP at all
+        3: b"\x30\x03garbage",
+    }
+    store = redis_server.client()
+    for index, body in forged.items():
+        store.set(stored_key(pki, victims[index], fresh_responder), body, px=600_000)
+
+    verdicts = run_checks(replicas[:1], victims)
+    assert verdicts == [["certificate_revoked"] * 4]
+    assert replicas[0].metric('mtls_authz_shared_cache_total{result="refused"}') == 4
+    for victim in victims:
+        replaced = store.get(stored_key(pki, victim, fresh_responder))
+        assert isinstance(replaced, bytes)
+        query = build_query(victim.cert, issuer)
+        status = verify_response(replaced, query, issuer, dt.datetime.now(dt.UTC))
+        assert status.status is CertStatus.REVOKED
+
+
+def test_redis_down_or_frozen_is_never_a_reason_to_refuse_and_is_used_again_once_back(
+    replicas: list[Replica],
+    pki: LabPki,
+    fresh_responder: OcspResponder,
+    redis_server: RedisServer,
+) -> None:
+    replica = replicas[0]
+    good = distinct_clients(pki, 60, "outage")
+    revoked = good[::10]
+    for client in revoked:
+        fresh_responder.revoke(client.cert.serial_number)
+
+    def expected(batch: list[Identity]) -> list[str]:
+        return ["certificate_revoked" if c in revoked else "allow" for c in batch]
+
+    async def traffic_while(event: Callable[[], None], batch: list[Identity]) -> list[str]:
+        checks = asyncio.create_task(check_all(replica.port, batch, concurrency=5))
+        await asyncio.sleep(0.05)
+        event()
+        return [v for v, _ in await checks]
+
+    # Killed during traffic: every Check still answered, from the responder.
+    assert asyncio.run(traffic_while(redis_server.kill, good[:20])) == expected(good[:20])
+    assert run_checks([replica], good[20:30]) == [expected(good[20:30])]
+    assert replica.metric("mtls_authz_shared_cache_up") == 0
+    assert replica.metric('mtls_authz_shared_cache_total{result="error"}') >= 1
+    log = replica.process.log_text()
+    assert log.count("shared revocation cache unavailable") == 1
+
+    # Back: used again (the breaker probes it again within seconds).
+    redis_server.start()
+    deadline = time.monotonic() + 15
+    batch = iter([good[i : i + 3] for i in range(30, 60, 3)])
+    while replica.metric("mtls_authz_shared_cache_up") == 0 and time.monotonic() < deadline:
+        some = next(batch)
+        assert run_checks([replica], some) == [expected(some)]
+        time.sleep(1.0)
+    assert replica.metric("mtls_authz_shared_cache_up") == 1
+    assert "shared revocation cache reachable again" in replica.process.log_text()
+    assert redis_server.client().dbsize() >= 1  # what it fetched since is shared again
