@@ -29,8 +29,7 @@ from authz.core.modes import RevocationMode
 from authz.core.trust import TrustBundle
 from authz.core.verdict import CertHeaderFormat, VerdictRules
 from authz.demo.pki import LabPki
-from authz.revocation.cache import SingleFlightCache
-from authz.revocation.ocsp_source import OcspChecker, OcspConfig
+from authz.revocation.ocsp_source import OcspChecker, OcspConfig, new_cache
 from authz.service.checks import CheckService
 from authz.service.metrics import Metrics
 from authz.transports.grpc_check import AuthorizationServicer
@@ -62,7 +61,7 @@ def make_servicer(
     )
     checker = OcspChecker(
         FixedFetcher(leaf_der_response),
-        SingleFlightCache(100_000),
+        new_cache(100_000),
         OcspConfig(overrides={}),
         metrics,
     )

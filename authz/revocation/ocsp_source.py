@@ -15,6 +15,7 @@ from cryptography import x509
 from authz.core.memo import ByIdentity
 from authz.core.names import NameKey
 from authz.revocation.cache import Loaded, Lookup, SingleFlightCache
+from authz.revocation.compact import OutcomeCodec, cache_key, key_parts
 from authz.revocation.fetch import Fetcher
 from authz.revocation.loading import (
     Observer,
@@ -36,10 +37,16 @@ from authz.revocation.status import CertStatus, RevocationOutcome, RevocationSta
 
 URL_MEMO_SIZE = 4096
 
-# (CertID hash algorithm, issuer certificate fingerprint, serial, responder URL). The issuer
-# certificate fixes both the issuer name hash and key hash, so this identifies the same thing as
-# the CertID; the URL keeps an answer from being served once configuration picks another responder.
-CacheKey = tuple[str, bytes, int, str]
+# (CertID hash algorithm, issuer certificate fingerprint, serial, responder URL), packed into one
+# int (authz.revocation.compact). The issuer certificate fixes both the issuer name hash and key
+# hash, so this identifies the same thing as the CertID; the URL keeps an answer from being served
+# once configuration picks another responder.
+CacheKey = int
+
+
+def new_cache(max_entries: int) -> SingleFlightCache[CacheKey, RevocationOutcome]:
+    """The OCSP cache, its entries packed (≈ 200 bytes per answer)."""
+    return SingleFlightCache(max_entries, codec=OutcomeCodec())
 
 
 @dataclass(frozen=True)
@@ -76,6 +83,9 @@ class OcspChecker:
         self.urls = SourceUrls(config.overrides or {}, config.allowed_hosts)
         self._loader = SourceLoader("ocsp", self.urls, fetcher.unusable, observer, shared)
         self._urls: ByIdentity[x509.Certificate, str | None] = ByIdentity(URL_MEMO_SIZE)
+        self._keys: ByIdentity[x509.Certificate, tuple[str, bytes, CacheKey]] = ByIdentity(
+            URL_MEMO_SIZE
+        )
         # Issuers seen, by fingerprint, with their CertID hashes: what prefetch needs.
         self._issuers: dict[bytes, tuple[x509.Certificate, CertId]] = {}
 
@@ -97,11 +107,17 @@ class OcspChecker:
         self, leaf: x509.Certificate, issuer: x509.Certificate, url: str
     ) -> tuple[RevocationOutcome, Lookup]:
         config = self._config
-        key: CacheKey = (config.hash_name, issuer_fingerprint(issuer), leaf.serial_number, url)
+        fingerprint = issuer_fingerprint(issuer)
+        known = self._keys.get(leaf)
+        if known is not None and known[0] == url and known[1] is fingerprint:
+            key = known[2]
+        else:
+            key = cache_key(config.hash_name, fingerprint, leaf.serial_number, url)
+            self._keys.put(leaf, (url, fingerprint, key))
 
         def load() -> Awaitable[Loaded[RevocationOutcome]]:
             query = build_query(leaf, issuer, config.hash_name, config.nonce)
-            self._issuers[key[1]] = (issuer, query.cert_id)
+            self._issuers[fingerprint] = (issuer, query.cert_id)
             return self._load(query, issuer, url, leaf.not_valid_after_utc)
 
         outcome, lookup = await self._cache.get(key, load)
@@ -118,14 +134,15 @@ class OcspChecker:
         configuration no longer picks."""
         if outcome.status is None or outcome.status.status is CertStatus.REVOKED:
             return None
-        known = self._issuers.get(key[1])
-        if known is None:
+        parts = key_parts(key)
+        known = self._issuers.get(parts.issuer_fingerprint)
+        if known is None or parts.hash_name != self._config.hash_name:
             return None
         issuer, cert_id = known
-        if not self.urls.still_picks(issuer, key[3]):
+        if not self.urls.still_picks(issuer, parts.url):
             return None
-        query = build_query_by_hash(cert_id, key[2], self._config.nonce)
-        return lambda: self._load(query, issuer, key[3], None)
+        query = build_query_by_hash(cert_id, parts.serial, self._config.nonce)
+        return lambda: self._load(query, issuer, parts.url, None)
 
     async def _load(
         self,

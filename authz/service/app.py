@@ -35,14 +35,16 @@ from authz.core.policies import DEFAULT_POLICY, PolicySpec
 from authz.core.trust import TrustBundle, TrustBundleError
 from authz.core.verdict import VerdictRules
 from authz.revocation.cache import SingleFlightCache
+from authz.revocation.compact import key_parts
 from authz.revocation.crl_source import CrlChecker, CrlKey, CrlLoad
 from authz.revocation.fetch import HttpFetcher
 from authz.revocation.loading import SourceUrls, issuer_fingerprint
 from authz.revocation.ocsp_source import CacheKey, OcspChecker
+from authz.revocation.ocsp_source import new_cache as new_ocsp_cache
 from authz.revocation.prefetch import Prefetcher, Target
 from authz.revocation.redis_store import RedisStore
 from authz.revocation.shared import SharedAnswers
-from authz.revocation.status import RevocationOutcome, RevocationSource
+from authz.revocation.status import RevocationSource
 from authz.service import logs, workers
 from authz.service import ops_http as http
 from authz.service.checks import CheckService
@@ -147,7 +149,7 @@ class Service:
         self.session = session
         self.metrics = metrics
         self.shared = shared_answers(settings, metrics)
-        self.cache = SingleFlightCache[CacheKey, RevocationOutcome](settings.ocsp_cache_size)
+        self.cache = new_ocsp_cache(settings.ocsp_cache_size)
         self.crl_cache = SingleFlightCache[CrlKey, CrlLoad](CRL_CACHE_SIZE)
         metrics.watch_cache_size(lambda: len(self.cache))
         self.settings = settings
@@ -224,7 +226,12 @@ class Service:
 
         ocsp = keep(self.checkers[0].urls, previous[0].urls)
         crl = keep(self.checkers[1].urls, previous[1].urls)
-        dropped = self.cache.discard(lambda key: ocsp(key[1], key[3]))
+
+        def keep_answer(key: CacheKey) -> bool:
+            parts = key_parts(key)
+            return ocsp(parts.issuer_fingerprint, parts.url)
+
+        dropped = self.cache.discard(keep_answer)
         return dropped + self.crl_cache.discard(lambda key: crl(key[1], key[0]))
 
     def watched_files(self) -> list[Path]:

@@ -6,6 +6,27 @@ import pytest
 
 from authz.revocation.cache import Loaded, Lookup, SingleFlightCache
 
+PACKED = False
+
+
+class IntCodec:
+    def pack(self, key: str, value: int) -> bytes:
+        return value.to_bytes(8, "little")
+
+    def unpack(self, key: str, packed: bytes) -> int:
+        return int.from_bytes(packed, "little")
+
+
+@pytest.fixture(autouse=True, params=["objects", "packed"])
+def representation(request: pytest.FixtureRequest) -> None:
+    """Every behaviour holds for entries kept as objects and packed with a codec."""
+    global PACKED
+    PACKED = request.param == "packed"
+
+
+def new_cache(size: int, clock: Clock) -> SingleFlightCache[str, int]:
+    return SingleFlightCache(size, clock, IntCodec() if PACKED else None)
+
 
 class Clock:
     def __init__(self) -> None:
@@ -33,7 +54,7 @@ class Loader:
 
 
 async def test_miss_then_hit() -> None:
-    cache: SingleFlightCache[str, int] = SingleFlightCache(10, Clock())
+    cache = new_cache(10, Clock())
     load = Loader()
     assert await cache.get("k", load) == (1, Lookup.MISS)
     assert await cache.get("k", load) == (1, Lookup.HIT)
@@ -41,7 +62,7 @@ async def test_miss_then_hit() -> None:
 
 
 async def test_concurrent_misses_share_one_load() -> None:
-    cache: SingleFlightCache[str, int] = SingleFlightCache(10, Clock())
+    cache = new_cache(10, Clock())
     load = Loader()
     load.gate = asyncio.Event()
     waiters = [asyncio.create_task(cache.get("k", load)) for _ in range(500)]
@@ -55,7 +76,7 @@ async def test_concurrent_misses_share_one_load() -> None:
 
 
 async def test_a_cancelled_caller_does_not_cancel_the_shared_load() -> None:
-    cache: SingleFlightCache[str, int] = SingleFlightCache(10, Clock())
+    cache = new_cache(10, Clock())
     load = Loader()
     load.gate = asyncio.Event()
     first = asyncio.create_task(cache.get("k", load))
@@ -69,7 +90,7 @@ async def test_a_cancelled_caller_does_not_cancel_the_shared_load() -> None:
 
 async def test_entries_expire_after_their_ttl() -> None:
     clock = Clock()
-    cache: SingleFlightCache[str, int] = SingleFlightCache(10, clock)
+    cache = new_cache(10, clock)
     load = Loader(ttl=10)
     await cache.get("k", load)
     clock.now += 10.01
@@ -78,7 +99,7 @@ async def test_entries_expire_after_their_ttl() -> None:
 
 async def test_refresh_ahead_serves_cached_and_reloads_once_in_background() -> None:
     clock = Clock()
-    cache: SingleFlightCache[str, int] = SingleFlightCache(10, clock)
+    cache = new_cache(10, clock)
     load = Loader(ttl=10)
     await cache.get("k", load)
     clock.now += 8.5  # past 80 % of the lifetime
@@ -93,7 +114,7 @@ async def test_refresh_ahead_serves_cached_and_reloads_once_in_background() -> N
 
 async def test_failed_refresh_keeps_the_good_answer() -> None:
     clock = Clock()
-    cache: SingleFlightCache[str, int] = SingleFlightCache(10, clock)
+    cache = new_cache(10, clock)
     await cache.get("k", Loader(ttl=10))
     clock.now += 8.5
     failing = Loader(ttl=1, definitive=False)
@@ -106,7 +127,7 @@ async def test_failed_refresh_keeps_the_good_answer() -> None:
 
 async def test_failures_are_kept_for_their_short_ttl_and_not_refreshed_ahead() -> None:
     clock = Clock()
-    cache: SingleFlightCache[str, int] = SingleFlightCache(10, clock)
+    cache = new_cache(10, clock)
     failing = Loader(ttl=5, definitive=False)
     await cache.get("k", failing)
     clock.now += 4.9
@@ -116,7 +137,7 @@ async def test_failures_are_kept_for_their_short_ttl_and_not_refreshed_ahead() -
 
 
 async def test_zero_ttl_is_not_stored() -> None:
-    cache: SingleFlightCache[str, int] = SingleFlightCache(10, Clock())
+    cache = new_cache(10, Clock())
     load = Loader(ttl=0)
     await cache.get("k", load)
     assert len(cache) == 0
@@ -124,7 +145,7 @@ async def test_zero_ttl_is_not_stored() -> None:
 
 
 async def test_size_is_bounded_least_recently_used_first() -> None:
-    cache: SingleFlightCache[str, int] = SingleFlightCache(3, Clock())
+    cache = new_cache(3, Clock())
     for key in "abc":
         await cache.get(key, Loader())
     await cache.get("a", Loader())  # a is now the most recent
@@ -135,7 +156,7 @@ async def test_size_is_bounded_least_recently_used_first() -> None:
 
 
 async def test_discard_drops_rejected_keys() -> None:
-    cache: SingleFlightCache[str, int] = SingleFlightCache(10, Clock())
+    cache = new_cache(10, Clock())
     for key in ("keep-1", "drop-1", "keep-2"):
         await cache.get(key, Loader())
     assert cache.discard(lambda key: key.startswith("keep")) == 1
@@ -143,7 +164,7 @@ async def test_discard_drops_rejected_keys() -> None:
 
 
 async def test_a_loader_that_raises_reaches_every_waiter_and_is_not_cached() -> None:
-    cache: SingleFlightCache[str, int] = SingleFlightCache(10, Clock())
+    cache = new_cache(10, Clock())
 
     async def broken() -> Loaded[int]:
         raise RuntimeError("bug")

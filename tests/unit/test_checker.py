@@ -8,7 +8,7 @@ from authz.core.names import name_key, parse_dn
 from authz.demo.pki import Identity, LabPki
 from authz.revocation.cache import Lookup, SingleFlightCache
 from authz.revocation.ocsp import aia_ocsp_urls
-from authz.revocation.ocsp_source import CacheKey, OcspChecker, OcspConfig
+from authz.revocation.ocsp_source import CacheKey, OcspChecker, OcspConfig, new_cache
 from authz.revocation.status import (
     CertStatus,
     RevocationError,
@@ -42,7 +42,7 @@ class FakeFetcher:
 
 
 def checker(fetcher: FakeFetcher, **config: object) -> OcspChecker:
-    cache: SingleFlightCache[CacheKey, RevocationOutcome] = SingleFlightCache(100)
+    cache: SingleFlightCache[CacheKey, RevocationOutcome] = new_cache(100)
     return OcspChecker(fetcher, cache, OcspConfig(**config), now=lambda: NOW)  # type: ignore[arg-type]
 
 

@@ -13,8 +13,9 @@ from authz.core.request import CheckInput
 from authz.core.trust import TrustBundle
 from authz.demo.pki import Identity, LabPki, make_ocsp_signer
 from authz.revocation.cache import Lookup, SingleFlightCache
+from authz.revocation.compact import key_parts
 from authz.revocation.crl_source import CrlChecker, CrlConfig, CrlKey, CrlLoad
-from authz.revocation.ocsp_source import CacheKey, OcspChecker, OcspConfig
+from authz.revocation.ocsp_source import CacheKey, OcspChecker, OcspConfig, new_cache
 from authz.revocation.status import RevocationFailure, RevocationOutcome
 from tests.ocsp_responder import build_response
 from tests.support import envoy_field
@@ -30,7 +31,7 @@ def crl_checker(fetcher: FakeFetcher, **config: object) -> CrlChecker:
 
 
 def ocsp_checker(fetcher: FakeFetcher, **config: object) -> OcspChecker:
-    cache: SingleFlightCache[CacheKey, RevocationOutcome] = SingleFlightCache(100)
+    cache: SingleFlightCache[CacheKey, RevocationOutcome] = new_cache(100)
     return OcspChecker(fetcher, cache, OcspConfig(**config), now=lambda: NOW)  # type: ignore[arg-type]
 
 
@@ -160,7 +161,7 @@ async def test_prefetch_refreshes_only_from_the_responder_configured_now(pki: La
     old = ocsp_checker(fetcher, overrides={issuing: "http://old/"})
     outcome, _ = await old.check(leaf.cert, pki.issuing.cert, "http://old/")
     (key,) = [key for key, _ in old.cache.due(60, 10, ahead=3600)]
-    assert key[3] == "http://old/" and old.prefetch(key, outcome) is not None
+    assert key_parts(key).url == "http://old/" and old.prefetch(key, outcome) is not None
     moved = OcspChecker(fetcher, old.cache, OcspConfig(overrides={issuing: "http://new/"}))
     moved._issuers.update(old._issuers)  # as after the first Check under the new configuration
     assert moved.prefetch(key, outcome) is None
