@@ -3,6 +3,8 @@
 - direct: h2load → Authorization/Check over h2c, mtls-authz (warm cache) vs the floor servicer
 - direct-http: wrk → http_listen (HTTP/1.1, as Envoy's HTTP mode asks) vs the HTTP floor
 - cold: N never-seen certificates at concurrency C, responder with a fixed added latency
+- shared: responder requests per certificate across three replicas, with and without the
+  shared revocation cache (redis-server), and the first Checks of a restarted replica
 - memory: RSS with 100 000 OCSP answers cached by Checks; 100 000 and 1 000 000 through the
   cache's API
 - e2e: wrk → client Envoy (originates mTLS) → gateway → direct response, for Envoy alone,
@@ -43,7 +45,7 @@ from authz.revocation.ocsp import build_query
 from authz.transports.http_check import PEER_CERT_HEADER
 from benchmarks.requests import check_request
 from tests.ocsp_responder import OcspResponder
-from tests.support import envoy_field
+from tests.support import RedisServer, envoy_field
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -325,6 +327,96 @@ async def _concurrent_checks(
 
         await asyncio.gather(*(one(r) for r in requests))
     return latencies
+
+
+# -- shared revocation cache ------------------------------------------------------------------
+
+
+async def _everywhere(ports: list[int], requests: list[external_auth_pb2.CheckRequest]) -> None:
+    """The same Checks through every replica at once."""
+    await asyncio.gather(*(_concurrent_checks(port, requests, 50) for port in ports))
+
+
+SEQUENTIAL = 100
+
+
+def bench_shared(workdir: Path, pki: LabPki, certificates: int, delay: float) -> list[str]:
+    """Three replicas checking the same never-seen certificates at once, against a responder
+    that takes `delay` (its own process), with and without the shared cache (a real
+    redis-server); then one replica restarted and asked about them again."""
+    signer = make_ocsp_signer(pki.issuing)
+    (workdir / "issuing.pem").write_bytes(pki.issuing.cert_pem)
+    signer_cert, signer_key = signer.write(workdir, "shared-signer")
+    port = free_port()
+    argv = [
+        *LOAD_CPU, sys.executable, "-m", "tests.ocsp_responder", "--port", str(port),
+        "--issuer", str(workdir / "issuing.pem"), "--signer", str(signer_cert),
+        "--signer-key", str(signer_key), "--delay", str(delay),
+    ]  # fmt: skip
+    responder = Process("responder", argv, workdir / "shared-responder.log").start()
+    responder.wait_until(lambda: tcp_open(port), START_TIMEOUT, "listening")
+    url = f"http://127.0.0.1:{port}/ocsp"
+
+    def asked() -> int:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stats", timeout=10) as stats:
+            return int(json.load(stats)["requests"])
+
+    redis_dir = workdir / "redis"
+    redis_dir.mkdir()
+    store = RedisServer(redis_dir).start()
+    rows = [
+        f"Three replicas, {certificates} never-seen certificates checked through all three at "
+        f"once (50 at a time each); responder answering in {delay * 1000:.0f} ms.",
+        "",
+        f"| | responder requests | per certificate | after a restart: first Checks one at a "
+        f"time ({SEQUENTIAL}), p50 | the next {certificates - SEQUENTIAL}, 50 at a time: p50 / p99 "
+        "| responder requests after the restart |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    try:
+        for name, extra in (
+            ("own caches only", ()),
+            ("shared cache", ("--revocation-cache-url", store.url)),
+        ):
+            if extra:
+                store.client().flushall()
+            replicas = [
+                start_authz(workdir, pki, url, "--prefetch-window", "0", *extra, pin=False)
+                for _ in range(3)
+            ]
+            clients = [
+                reissue(pki.client("shared-bench"), pki.issuing) for _ in range(certificates)
+            ]
+            requests = [check_request(c.cert, pki.issuing.cert) for c in clients]
+            before = asked()
+
+            try:
+                asyncio.run(_everywhere([p for _, p in replicas], requests))
+                fetched = asked() - before
+                replicas[0][0].stop()
+                replicas[0] = start_authz(
+                    workdir, pki, url, "--prefetch-window", "0", *extra, pin=False
+                )
+                before_restart = asked()
+                alone = asyncio.run(_concurrent_checks(replicas[0][1], requests[:SEQUENTIAL], 1))
+                latencies = sorted(
+                    asyncio.run(_concurrent_checks(replicas[0][1], requests[SEQUENTIAL:], 50))
+                )
+                after_restart = asked() - before_restart
+            finally:
+                for process, _ in replicas:
+                    process.stop()
+            p50 = statistics.median(latencies) * 1000
+            p99 = latencies[int(len(latencies) * 0.99) - 1] * 1000
+            rows.append(
+                f"| {name} | {fetched} | {fetched / certificates:.2f} | "
+                f"{statistics.median(alone) * 1000:.2f} ms | {p50:.1f} ms / {p99:.1f} ms "
+                f"| {after_restart} |"
+            )
+    finally:
+        store.stop()
+        responder.stop()
+    return rows
 
 
 # -- memory ---------------------------------------------------------------------------------------
@@ -688,12 +780,12 @@ def main() -> int:
     parser.add_argument("--memory-entries", type=int, default=100_000)
     parser.add_argument(
         "--only",
-        choices=("direct", "direct-http", "workers", "cold", "memory", "e2e"),
+        choices=("direct", "direct-http", "workers", "cold", "shared", "memory", "e2e"),
         action="append",
     )
     parser.add_argument("--no-write", action="store_true", help="Print only; no results file.")
     args = parser.parse_args()
-    only = set(args.only or ("direct", "direct-http", "workers", "cold", "memory", "e2e"))
+    only = set(args.only or ("direct", "direct-http", "workers", "cold", "shared", "memory", "e2e"))
     pki = LabPki.create()
     sections: list[list[str]] = []
     with (
@@ -707,6 +799,8 @@ def main() -> int:
             sections.append(bench_workers(workdir, pki, responder, args.seconds))
         if "cold" in only:
             sections.append(bench_cold(workdir, pki, args.cold, 50, 0.05))
+        if "shared" in only:
+            sections.append(bench_shared(workdir, pki, 1000, 0.05))
         if "direct-http" in only:
             sections.append(bench_direct_http(workdir, pki, responder, args.seconds, args.rounds))
         if "e2e" in only:

@@ -1,19 +1,24 @@
 """Helpers shared by the tests: Envoy's escaping of certificates, as Envoy does it; legacy
-certificates made by the openssl CLI; shipped Envoy configs with one thing changed."""
+certificates made by the openssl CLI; shipped Envoy configs with one thing changed; a throwaway
+redis-server."""
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import redis
 import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from authz.demo.pki import Identity, new_key
+from authz.demo.processes import Process, free_port, tcp_open
 
 # check_request_utils.cc escapes exactly these five characters.
 _ENVOY_ESCAPES = {"\n": "%0A", " ": "%20", "+": "%2B", "/": "%2F", "=": "%3D"}
@@ -149,3 +154,32 @@ def http_variant(template: Path, out: Path) -> Path:
                     route.pop("typed_per_filter_config")
 
     return edited_template(template, out, edit)
+
+
+class RedisServer:
+    """A throwaway `redis-server` on 127.0.0.1, no persistence; killed and restarted at will."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: Process | None = None
+
+    def start(self) -> RedisServer:
+        argv = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+                "--save", "", "--appendonly", "no", "--dir", str(self.workdir)]  # fmt: skip
+        self.process = Process("redis", argv, self.workdir / "redis.log").start()
+        self.process.wait_until(lambda: tcp_open(self.port), 30, "listening")
+        return self
+
+    def kill(self) -> None:
+        assert self.process is not None
+        os.kill(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=10)
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.stop()

@@ -168,9 +168,11 @@ class SourceLoader:
         try:
             if claim is Claim.THEIRS:
                 found = await store.wait_for(shared, verify)
-                if found is not None:
-                    latency = time.monotonic() - started
-                    return Attempt(found[0], None, found[1], latency, shared=True)
+            elif claim is Claim.OURS:
+                found = await store.recheck(shared, verify)
+            if found is not None:
+                latency = time.monotonic() - started
+                return Attempt(found[0], None, found[1], latency, shared=True)
             attempt = await self._fetch(url, fetch, verify, outcome, log_fields)
             if attempt.answer is not None:
                 await store.share(shared, attempt.signed, attempt.answer)

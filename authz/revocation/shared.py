@@ -124,6 +124,16 @@ class SharedAnswers:
             return Claim.NONE
         return Claim.OURS if taken else Claim.THEIRS
 
+    async def recheck(
+        self, key: SharedKey[A], verify: Callable[[bytes], A]
+    ) -> tuple[A, bytes] | None:
+        """Just after taking the lock: another replica may have stored its answer and released
+        the lock between our read and our claim."""
+        found = await self._read_again(key, verify)
+        if found is not None:
+            self._count("hit")
+        return found
+
     async def wait_for(
         self, key: SharedKey[A], verify: Callable[[bytes], A]
     ) -> tuple[A, bytes] | None:
@@ -141,9 +151,18 @@ class SharedAnswers:
                     self._count("lock_wait_hit")
                     return found
             held = await self._call(lambda: self._store.held(_lock(key)))
-            if held is _FAILED or not held:
-                return None  # it gave up (its responder failed): ask ourselves
+            if held is _FAILED:
+                return None
+            if not held:
+                # Released: its answer is there now, or it had none (its responder failed).
+                return await self._read_again(key, verify)
         return None
+
+    async def _read_again(
+        self, key: SharedKey[A], verify: Callable[[bytes], A]
+    ) -> tuple[A, bytes] | None:
+        body = await self._call(lambda: self._store.get(key.key))
+        return self._usable(body, key, verify) if isinstance(body, bytes) else None
 
     async def share(self, key: SharedKey[A], body: bytes, answer: A) -> None:
         ttl = key.ttl(answer)

@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import os
 import shutil
-import signal
 import sys
 import time
 import urllib.request
@@ -17,7 +15,6 @@ from pathlib import Path
 
 import grpc
 import pytest
-import redis
 from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 
 from authz.demo.pki import Identity, LabPki, make_ocsp_signer, pem_bundle, reissue
@@ -27,42 +24,13 @@ from authz.revocation.ocsp import build_query, verify_response
 from authz.revocation.status import CertStatus
 from tests.e2e.test_ocsp_behaviour import check_request
 from tests.ocsp_responder import OcspResponder, build_response
-from tests.support import envoy_field
+from tests.support import RedisServer, envoy_field
 
 START_TIMEOUT = 30
 CERTIFICATES = 1000
 CHECK_TIMEOUT = 30
 
 pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None, reason="no redis-server")
-
-
-class RedisServer:
-    """A throwaway `redis-server` on 127.0.0.1, no persistence; killed and restarted at will."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.workdir = workdir
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.process: Process | None = None
-
-    def start(self) -> RedisServer:
-        argv = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
-                "--save", "", "--appendonly", "no", "--dir", str(self.workdir)]  # fmt: skip
-        self.process = Process("redis", argv, self.workdir / "redis.log").start()
-        self.process.wait_until(lambda: tcp_open(self.port), START_TIMEOUT, "listening")
-        return self
-
-    def kill(self) -> None:
-        assert self.process is not None
-        os.kill(self.process.pid, signal.SIGKILL)
-        self.process.wait(timeout=10)
-
-    def client(self) -> redis.Redis:
-        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5)
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.stop()
 
 
 @pytest.fixture
