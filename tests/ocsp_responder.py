@@ -11,6 +11,7 @@ import asyncio
 import base64
 import datetime as dt
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -138,6 +139,10 @@ class OcspResponder:
     delay: float = 0.0
     validity: dt.timedelta = dt.timedelta(hours=1)
     requests: int = 0
+    backdate: dt.timedelta = dt.timedelta(seconds=30)
+    """How far before now answers say they were produced (thisUpdate)."""
+    answered: list[tuple[int, float]] = field(default_factory=list)
+    """(serial, time.monotonic()) of every certificate answered for."""
     methods: list[str] = field(default_factory=list)
     port: int = 0
 
@@ -192,7 +197,8 @@ class OcspResponder:
             nonce = request.extensions.get_extension_for_class(x509.OCSPNonce).value.nonce
         except x509.ExtensionNotFound:
             nonce = None
-        this_update = _now() - dt.timedelta(seconds=30)
+        self.answered.append((request.serial_number, time.monotonic()))
+        this_update = _now() - self.backdate
         asked = CertIdFields(
             request.issuer_name_hash,
             request.issuer_key_hash,

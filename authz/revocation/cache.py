@@ -148,6 +148,11 @@ class SingleFlightCache(Generic[K, V]):
                     break
         return found
 
+    def peek(self, key: K) -> V | None:
+        """The value held for `key`, even past its refresh time, without counting as a use."""
+        entry = self._entries.get(key)
+        return None if entry is None else self._value(key, entry)
+
     def refresh(self, key: K, load: Callable[[], Awaitable[Loaded[V]]]) -> bool:
         """Reload `key` in the background (unless already loading); the old value is served."""
         if key in self._loading:

@@ -81,7 +81,10 @@ class CrlChecker:
     ) -> tuple[RevocationOutcome, Lookup]:
         fingerprint = issuer_fingerprint(issuer)
         self._issuers[fingerprint] = issuer
-        loaded, lookup = await self._cache.get((url, fingerprint), lambda: self._load(issuer, url))
+        key = (url, fingerprint)
+        loaded, lookup = await self._cache.get(
+            key, lambda: self._load(issuer, url, self._cache.peek(key))
+        )
         if loaded.index is None:
             failed = RevocationOutcome(url, None, loaded.failure, loaded.detail, loaded.latency)
             return failed, lookup
@@ -95,10 +98,18 @@ class CrlChecker:
         issuer = self._issuers.get(key[1])
         if issuer is None or not self.urls.still_picks(issuer, key[0]):
             return None
-        return lambda: self._load(issuer, key[0])
+        return lambda: self._load(issuer, key[0], loaded)
 
-    async def _load(self, issuer: x509.Certificate, url: str) -> Loaded[CrlLoad]:
+    async def _load(
+        self, issuer: x509.Certificate, url: str, held: CrlLoad | None = None
+    ) -> Loaded[CrlLoad]:
+        """`held`: the CRL a refresh replaces; a shared CRL must then be newer."""
         config = self._config
+        held_since = held.index.this_update if held is not None and held.index else None
+
+        def fresh(index: CrlIndex) -> bool:
+            newer = held_since is None or index.this_update > held_since
+            return newer and self._fresh(index)
 
         def verify(body: bytes) -> CrlIndex:
             return verify_crl(
@@ -111,7 +122,7 @@ class CrlChecker:
 
         shared = SharedKey(
             shared_key("crl", issuer_fingerprint(issuer).hex(), url),
-            self._fresh,
+            fresh,
             lambda index: max(0.0, (self._life_end(index) - self._now()).total_seconds()),
         )
         attempt = await self._loader.load(

@@ -118,7 +118,8 @@ class OcspChecker:
         def load() -> Awaitable[Loaded[RevocationOutcome]]:
             query = build_query(leaf, issuer, config.hash_name, config.nonce)
             self._issuers[fingerprint] = (issuer, query.cert_id)
-            return self._load(query, issuer, url, leaf.not_valid_after_utc)
+            held = self._cache.peek(key)  # a refresh: the answer it replaces
+            return self._load(query, issuer, url, leaf.not_valid_after_utc, held)
 
         outcome, lookup = await self._cache.get(key, load)
         if self._observer is not None:
@@ -142,7 +143,7 @@ class OcspChecker:
         if not self.urls.still_picks(issuer, parts.url):
             return None
         query = build_query_by_hash(cert_id, parts.serial, self._config.nonce)
-        return lambda: self._load(query, issuer, parts.url, None)
+        return lambda: self._load(query, issuer, parts.url, None, outcome)
 
     async def _load(
         self,
@@ -150,8 +151,15 @@ class OcspChecker:
         issuer: x509.Certificate,
         url: str,
         leaf_not_after: dt.datetime | None,
+        held: RevocationOutcome | None = None,
     ) -> Loaded[RevocationOutcome]:
+        """`held`: the answer a refresh replaces; a shared answer must then be newer."""
         config = self._config
+        held_since = held.status.this_update if held is not None and held.status else None
+
+        def fresh(status: RevocationStatus) -> bool:
+            newer = held_since is None or status.this_update > held_since
+            return newer and self._fresh(status)
 
         def verify(body: bytes) -> RevocationStatus:
             return verify_response(
@@ -168,7 +176,7 @@ class OcspChecker:
         shared = SharedKey(
             shared_key("ocsp", cert_id.hash_algorithm, issuer_fingerprint(issuer).hex(),
                        format(cert_id.serial_number, "x"), url),
-            self._fresh,
+            fresh,
             lambda status: self._shared_ttl(status, leaf_not_after),
         )  # fmt: skip
         attempt = await self._loader.load(

@@ -61,7 +61,8 @@ class Store(Protocol):
 
 class SharedObserver(Protocol):
     def observe_shared_cache(self, result: str) -> None:
-        """hit, miss, refused (read but not usable), written, lock_wait, lock_wait_hit, error."""
+        """hit, miss, refused (read, does not verify), stale (verifies, too old to serve),
+        written, lock_wait, lock_wait_hit, error."""
         ...
 
     def observe_shared_cache_up(self, up: bool) -> None: ...
@@ -114,8 +115,8 @@ class SharedAnswers:
             self._count("miss")
             return None
         assert isinstance(body, bytes)
-        found = self._usable(body, key, verify)
-        self._count("hit" if found is not None else "refused")
+        found, verdict = self._judge(body, key, verify)
+        self._count(verdict)
         return found
 
     async def claim(self, key: SharedKey[A]) -> Claim:
@@ -183,11 +184,16 @@ class SharedAnswers:
     def _usable(
         self, body: bytes, key: SharedKey[A], verify: Callable[[bytes], A]
     ) -> tuple[A, bytes] | None:
+        return self._judge(body, key, verify)[0]
+
+    def _judge(
+        self, body: bytes, key: SharedKey[A], verify: Callable[[bytes], A]
+    ) -> tuple[tuple[A, bytes] | None, str]:
         try:
             answer = verify(body)
         except Exception:
-            return None
-        return (answer, body) if key.fresh(answer) else None
+            return None, "refused"
+        return ((answer, body), "hit") if key.fresh(answer) else (None, "stale")
 
     async def _call(self, operation: Callable[[], Awaitable[T]]) -> T | object:
         """One bounded operation; _FAILED on any error or timeout, or while the breaker is open."""

@@ -74,7 +74,8 @@ class Metrics:
         self.shared_cache = Counter(
             "mtls_authz_shared_cache",
             "Shared revocation cache (Redis/Valkey) operations: hit (a verified, fresh answer), "
-            "miss, refused (read but not usable: invalid, another answer, too old), written, "
+            "miss, refused (read but does not verify: invalid, another answer, another signer), "
+            "stale (verifies, but past 80 % of its life from its thisUpdate), written, "
             "lock_wait (another replica was asking the responder), lock_wait_hit (its answer "
             "arrived), error (timeout, connection, bad reply).",
             ["result"],
@@ -126,7 +127,16 @@ class Metrics:
             self.config_reloads.labels(result=result)
         self._shared = {
             r: self.shared_cache.labels(result=r)
-            for r in ("hit", "miss", "refused", "written", "lock_wait", "lock_wait_hit", "error")
+            for r in (
+                "hit",
+                "miss",
+                "refused",
+                "stale",
+                "written",
+                "lock_wait",
+                "lock_wait_hit",
+                "error",
+            )
         }
 
     def prepare(self, transport: str) -> None:

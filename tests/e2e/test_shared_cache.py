@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import itertools
+import os
 import shutil
+import signal
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import grpc
@@ -45,7 +48,15 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
 class Replica:
     """One mtls-authz process using the shared cache."""
 
-    def __init__(self, name: str, workdir: Path, pki: LabPki, responder: str, store: str) -> None:
+    def __init__(
+        self,
+        name: str,
+        workdir: Path,
+        pki: LabPki,
+        responder: str,
+        store: str,
+        extra: Sequence[str] = ("--prefetch-window", "0"),
+    ) -> None:
         bundle = workdir / "bundle.pem"
         bundle.write_bytes(pem_bundle(pki.root.cert, pki.issuing.cert))
         self.port, self.metrics_port = free_port(), free_port()
@@ -54,7 +65,7 @@ class Replica:
             "--metrics-listen", f"127.0.0.1:{self.metrics_port}",
             "--trust-bundle", str(bundle), "--allowed-issuer", LabPki.ISSUING_DN,
             "--ocsp-responder", f"{LabPki.ISSUING_DN}={responder}",
-            "--revocation-cache-url", store, "--prefetch-window", "0",
+            "--revocation-cache-url", store, *extra,
         ]  # fmt: skip
         self.process = Process(name, argv, workdir / f"{name}.log")
 
@@ -210,7 +221,8 @@ def test_tampered_entries_are_never_accepted_and_are_replaced(
 
     verdicts = run_checks(replicas[:1], victims)
     assert verdicts == [["certificate_revoked"] * 4]
-    assert replicas[0].metric('mtls_authz_shared_cache_total{result="refused"}') == 4
+    assert replicas[0].metric('mtls_authz_shared_cache_total{result="refused"}') == 3
+    assert replicas[0].metric('mtls_authz_shared_cache_total{result="stale"}') == 1
     for victim in victims:
         replaced = store.get(stored_key(pki, victim, fresh_responder))
         assert isinstance(replaced, bytes)
@@ -259,3 +271,76 @@ def test_redis_down_or_frozen_is_never_a_reason_to_refuse_and_is_used_again_once
     assert replica.metric("mtls_authz_shared_cache_up") == 1
     assert "shared revocation cache reachable again" in replica.process.log_text()
     assert redis_server.client().dbsize() >= 1  # what it fetched since is shared again
+
+
+def test_a_frozen_redis_costs_bounded_time_then_nothing(
+    pki: LabPki, fresh_responder: OcspResponder, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """SIGSTOP: connections hang. Each operation gives up after revocation_cache_timeout; after
+    three the breaker skips Redis; every Check is still answered from the responder."""
+    replica = Replica("frozen", tmp_path, pki, fresh_responder.url, redis_server.url).start()
+    clients = distinct_clients(pki, 12, "frozen")
+    revoked = clients[::4]
+    for client in revoked:
+        fresh_responder.revoke(client.cert.serial_number)
+    expected = ["certificate_revoked" if c in revoked else "allow" for c in clients]
+    assert redis_server.process is not None
+    try:
+        assert run_checks([replica], clients[:2]) == [expected[:2]]  # connected and used
+        os.kill(redis_server.process.pid, signal.SIGSTOP)
+        results = asyncio.run(check_all(replica.port, clients[2:], concurrency=1))
+        assert [v for v, _ in results] == expected[2:]
+        assert replica.metric('mtls_authz_shared_cache_total{result="error"}') == 3
+        assert replica.metric("mtls_authz_shared_cache_up") == 0
+    finally:
+        os.kill(redis_server.process.pid, signal.SIGCONT)
+        replica.process.stop()
+
+
+def test_a_server_that_is_not_redis_is_never_a_reason_to_refuse(
+    pki: LabPki, fresh_responder: OcspResponder, tmp_path: Path
+) -> None:
+    """The URL names the OCSP responder's HTTP port: every reply is garbage to a Redis client."""
+    not_redis = f"redis://127.0.0.1:{fresh_responder.port}/0"
+    replica = Replica("garbage", tmp_path, pki, fresh_responder.url, not_redis).start()
+    clients = distinct_clients(pki, 6, "garbage")
+    fresh_responder.revoke(clients[0].cert.serial_number)
+    try:
+        expected = ["certificate_revoked"] + ["allow"] * 5
+        assert run_checks([replica], clients) == [expected]
+        assert replica.metric('mtls_authz_shared_cache_total{result="error"}') >= 1
+        assert replica.metric("mtls_authz_shared_cache_up") == 0
+        assert "Traceback" not in replica.process.log_text()
+    finally:
+        replica.process.stop()
+
+
+def test_prefetch_refreshes_each_answer_once_across_replicas(
+    pki: LabPki, fresh_responder: OcspResponder, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """Answers live 6 s (ocsp_cache_max_age, counted from a thisUpdate of now); both replicas
+    prefetch. Each refresh of a certificate is made by one replica: the responder never sees the
+    same serial twice within a second."""
+    fresh_responder.backdate = dt.timedelta(0)
+    extra = ["--ocsp-cache-max-age", "6", "--prefetch-window", "60"]
+    replicas = [
+        Replica(f"prefetch-{i}", tmp_path, pki, fresh_responder.url, redis_server.url, extra)
+        for i in range(2)
+    ]
+    clients = distinct_clients(pki, 20, "prefetch")
+    try:
+        for replica in replicas:
+            replica.start()
+        assert run_checks(replicas, clients) == [["allow"] * 20] * 2
+        time.sleep(11)  # about two refreshes of each answer
+    finally:
+        for replica in replicas:
+            replica.process.stop()
+    by_serial: dict[int, list[float]] = {}
+    for serial, when in fresh_responder.answered:
+        by_serial.setdefault(serial, []).append(when)
+    refreshed = [times for times in by_serial.values() if len(times) > 1]
+    assert len(refreshed) == 20, [[round(t - times[0], 2) for t in times] for times in by_serial.values()]
+    for times in by_serial.values():
+        gaps = [b - a for a, b in itertools.pairwise(times)]
+        assert all(gap > 1.0 for gap in gaps), times
