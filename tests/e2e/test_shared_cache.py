@@ -340,7 +340,9 @@ def test_prefetch_refreshes_each_answer_once_across_replicas(
     for serial, when in fresh_responder.answered:
         by_serial.setdefault(serial, []).append(when)
     refreshed = [times for times in by_serial.values() if len(times) > 1]
-    assert len(refreshed) == 20, [[round(t - times[0], 2) for t in times] for times in by_serial.values()]
+    assert len(refreshed) == 20, [
+        [round(t - times[0], 2) for t in times] for times in by_serial.values()
+    ]
     for times in by_serial.values():
         gaps = [b - a for a, b in itertools.pairwise(times)]
         assert all(gap > 1.0 for gap in gaps), times
