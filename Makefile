@@ -129,7 +129,8 @@ clean:
 	rm -rf $(VENV) $(DEMO_VENV) .pytest_cache .mypy_cache .ruff_cache
 
 # Benchmarks: side by side with the floor servicer, Envoy alone and nginx (see benchmarks/README.md).
-BENCH_TOOLS := h2load:nghttp2-client wrk:wrk nginx:nginx-light taskset:util-linux
+BENCH_TOOLS := h2load:nghttp2-client wrk:wrk nginx:nginx-light taskset:util-linux \
+	redis-server:redis-server
 bench: install
 	@$(call ensure_tools,$(BENCH_TOOLS))
 	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)

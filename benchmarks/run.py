@@ -23,6 +23,7 @@ import datetime as dt
 import json
 import os
 import re
+import signal
 import statistics
 import subprocess
 import sys
@@ -413,9 +414,58 @@ def bench_shared(workdir: Path, pki: LabPki, certificates: int, delay: float) ->
                 f"{statistics.median(alone) * 1000:.2f} ms | {p50:.1f} ms / {p99:.1f} ms "
                 f"| {after_restart} |"
             )
+        rows += ["", *bench_shared_outage(workdir, pki, url, store)]
     finally:
         store.stop()
         responder.stop()
+    return rows
+
+
+def bench_shared_outage(
+    workdir: Path, pki: LabPki, url: str, store: RedisServer, count: int = 50
+) -> list[str]:
+    """What Redis failing costs a Check: never-seen certificates one at a time while Redis is
+    up, killed (connection refused), and frozen (SIGSTOP: connections hang until
+    revocation_cache_timeout)."""
+    process, port = start_authz(
+        workdir, pki, url, "--prefetch-window", "0", "--revocation-cache-url", store.url, pin=False
+    )
+    rows = [
+        f"Redis failing: {count} never-seen certificates one at a time through one replica "
+        "(revocation_cache_timeout 0.25 s; the breaker opens after 3 failures for 5 s).",
+        "",
+        "| Redis | Check p50 | Check max | max added over Redis up |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    try:
+        results: dict[str, list[float]] = {}
+        for state in ("up", "killed", "frozen"):
+            if state == "killed":
+                store.kill()
+            if state == "frozen":
+                store.start()
+                time.sleep(6)  # the breaker half-opens; a few Checks find Redis back
+                again = [reissue(pki.client("outage"), pki.issuing) for _ in range(3)]
+                asyncio.run(
+                    _concurrent_checks(
+                        port, [check_request(c.cert, pki.issuing.cert) for c in again], 1
+                    )
+                )
+                assert store.process is not None
+                os.kill(store.process.pid, signal.SIGSTOP)
+            clients = [reissue(pki.client("outage"), pki.issuing) for _ in range(count)]
+            requests = [check_request(c.cert, pki.issuing.cert) for c in clients]
+            results[state] = asyncio.run(_concurrent_checks(port, requests, 1))
+        base = statistics.median(results["up"])
+        for state, latencies in results.items():
+            rows.append(
+                f"| {state} | {statistics.median(latencies) * 1000:.1f} ms | "
+                f"{max(latencies) * 1000:.1f} ms | {(max(latencies) - base) * 1000:.0f} ms |"
+            )
+    finally:
+        if store.process is not None and store.process.poll() is None:
+            os.kill(store.process.pid, signal.SIGCONT)
+        process.stop()
     return rows
 
 

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives import hashes
 
 from authz.core.memo import ByIdentity
 from authz.core.names import NameKey, name_key
-from authz.revocation.shared import Claim, SharedAnswers, SharedKey
+from authz.revocation.shared import Claim, SharedAnswers, SharedKey, Unavailable
 from authz.revocation.status import RevocationError, RevocationFailure
 
 A = TypeVar("A")
@@ -161,11 +161,14 @@ class SourceLoader:
         if store is None or shared is None or not self._urls.permitted(url):
             return await self._fetch(url, fetch, verify, outcome, log_fields)
         started = time.monotonic()
-        found = await store.find(shared, verify)
-        if found is not None:
-            return Attempt(found[0], None, found[1], time.monotonic() - started, shared=True)
+        stored = await store.find(shared, verify)
+        if isinstance(stored, Unavailable):  # one timeout is all this answer waits on the store
+            return await self._fetch(url, fetch, verify, outcome, log_fields)
+        if stored is not None:
+            return Attempt(stored[0], None, stored[1], time.monotonic() - started, shared=True)
         claim = await store.claim(shared)
         try:
+            found = None
             if claim is Claim.THEIRS:
                 found = await store.wait_for(shared, verify)
             elif claim is Claim.OURS:
@@ -174,7 +177,7 @@ class SourceLoader:
                 latency = time.monotonic() - started
                 return Attempt(found[0], None, found[1], latency, shared=True)
             attempt = await self._fetch(url, fetch, verify, outcome, log_fields)
-            if attempt.answer is not None:
+            if attempt.answer is not None and claim is not Claim.NONE:
                 await store.share(shared, attempt.signed, attempt.answer)
             return attempt
         finally:

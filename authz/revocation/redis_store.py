@@ -39,8 +39,14 @@ class RedisStore:
     async def claim(self, key: str, ttl: float) -> bool:
         return bool(await self._client.set(key, self._token, nx=True, px=max(1, int(ttl * 1000))))
 
-    async def held(self, key: str) -> bool:
-        return bool(await self._client.exists(key))
+    async def watch(self, key: str, lock: str) -> tuple[bytes | None, bool]:
+        async with self._client.pipeline(transaction=False) as pipe:
+            pipe.get(key)
+            pipe.exists(lock)
+            value, held = await pipe.execute()
+        if value is not None and not isinstance(value, bytes):
+            raise TypeError(f"unexpected reply {type(value).__name__}")
+        return value, bool(held)
 
     async def release(self, key: str) -> None:
         await self._release(keys=[key], args=[self._token])

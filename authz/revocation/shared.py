@@ -25,7 +25,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import Enum
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from authz.revocation.fetch import CircuitBreaker
 
@@ -34,7 +34,9 @@ T = TypeVar("T")
 
 REFRESH_AT = 0.8
 """A stored answer past this fraction of its life is refreshed from the responder, not read."""
-POLL_SECONDS = 0.02
+POLL_FIRST = 0.01
+POLL_MOST = 0.1
+"""Waiting for another replica's answer: polls start 10 ms apart and back off to 100 ms."""
 BREAKER_FAILURES = 3
 BREAKER_OPEN_SECONDS = 5.0
 
@@ -52,7 +54,9 @@ class Store(Protocol):
         """Take the lock `key` for `ttl` seconds unless someone holds it (SET NX PX)."""
         ...
 
-    async def held(self, key: str) -> bool: ...
+    async def watch(self, key: str, lock: str) -> tuple[bytes | None, bool]:
+        """`key`'s value and whether `lock` is held, in one round trip."""
+        ...
 
     async def release(self, key: str) -> None: ...
 
@@ -89,6 +93,13 @@ class SharedKey(Generic[A]):
 _FAILED = object()
 
 
+class Unavailable(Enum):
+    UNAVAILABLE = "unavailable"
+
+
+UNAVAILABLE = Unavailable.UNAVAILABLE
+
+
 class SharedAnswers:
     def __init__(
         self,
@@ -106,11 +117,14 @@ class SharedAnswers:
         self._breaker = CircuitBreaker(BREAKER_FAILURES, BREAKER_OPEN_SECONDS, clock)
         self._up = True
 
-    async def find(self, key: SharedKey[A], verify: Callable[[bytes], A]) -> tuple[A, bytes] | None:
-        """A stored answer that verifies and is fresh, or None (absent, refused, unavailable)."""
+    async def find(
+        self, key: SharedKey[A], verify: Callable[[bytes], A]
+    ) -> tuple[A, bytes] | Unavailable | None:
+        """A stored answer that verifies and is fresh; None (absent or not usable); or
+        UNAVAILABLE: the store failed, and this answer should not wait on it again."""
         body = await self._call(lambda: self._store.get(key.key))
         if body is _FAILED:
-            return None
+            return UNAVAILABLE
         if body is None:
             self._count("miss")
             return None
@@ -141,19 +155,19 @@ class SharedAnswers:
         """Another replica is asking the responder: wait (bounded) for its answer."""
         self._count("lock_wait")
         deadline = self._clock() + self._wait
+        pause = POLL_FIRST
         while self._clock() < deadline:
-            await asyncio.sleep(POLL_SECONDS)
-            body = await self._call(lambda: self._store.get(key.key))
-            if body is _FAILED:
-                return None
-            if isinstance(body, bytes):
+            await asyncio.sleep(pause)
+            pause = min(POLL_MOST, pause * 1.5)
+            seen = await self._call(lambda: self._store.watch(key.key, _lock(key)))
+            if not isinstance(seen, tuple):
+                return None  # the store failed: ask the responder
+            body, held = seen
+            if body is not None:
                 found = self._usable(body, key, verify)
                 if found is not None:
                     self._count("lock_wait_hit")
                     return found
-            held = await self._call(lambda: self._store.held(_lock(key)))
-            if held is _FAILED:
-                return None
             if not held:
                 # Released: its answer is there now, or it had none (its responder failed).
                 return await self._read_again(key, verify)
@@ -200,7 +214,7 @@ class SharedAnswers:
         if not self._breaker.allow():
             return _FAILED
         try:
-            result = await asyncio.wait_for(operation(), self._timeout)
+            result = await _bounded(operation, self._timeout)
         except Exception as error:
             self._breaker.record(False)
             self._count("error")
@@ -227,6 +241,28 @@ class SharedAnswers:
     def _count(self, result: str) -> None:
         if self._observer is not None:
             self._observer.observe_shared_cache(result)
+
+
+async def _bounded(operation: Callable[[], Awaitable[T]], seconds: float) -> T:
+    """`operation`'s result, or TimeoutError after `seconds` — without waiting for the
+    abandoned operation to wind down (a client cleaning up a hung connection can take as long
+    again); it is cancelled and finishes in the background."""
+    task = asyncio.ensure_future(operation())
+    try:
+        done, _ = await asyncio.wait({task}, timeout=seconds)
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
+    if not done:
+        task.cancel()
+        task.add_done_callback(_discard_outcome)
+        raise TimeoutError(f"no answer in {seconds} s")
+    return task.result()
+
+
+def _discard_outcome(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()  # retrieved, so asyncio does not log it as never retrieved
 
 
 def _lock(key: SharedKey[A]) -> str:

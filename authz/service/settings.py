@@ -333,8 +333,9 @@ class Settings:
         "rediss:// for TLS (Redis or Valkey; empty: off). Read at start.",
         check=_check_store_url)
     revocation_cache_timeout: float = setting(
-        0.1, "Seconds for one operation on the shared revocation cache before the responder is "
-        "asked instead.", check=_check_positive)
+        0.25, "Seconds for one operation on the shared revocation cache before the responder is "
+        "asked instead (counted on this process's event loop, so it includes its own queueing).",
+        check=_check_positive)
     # Not keys: what loading found.
     route_specs: Mapping[str, PolicySpec] = field(default_factory=dict, compare=False)
     """Every policy, parsed once: `default` is the top-level settings unless named so."""
