@@ -159,15 +159,24 @@ def http_variant(template: Path, out: Path) -> Path:
 class RedisServer:
     """A throwaway `redis-server` on 127.0.0.1, no persistence; killed and restarted at will."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, *options: str, tls: bool = False) -> None:
+        """`options`: more redis-server arguments; `tls`: serve TLS only on the port, with the
+        certificate and key given in `options` (`--tls-cert-file`, `--tls-key-file`)."""
         self.workdir = workdir
         self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.tls = tls
+        self.options = options
+        self.url = f"{'rediss' if tls else 'redis'}://127.0.0.1:{self.port}/0"
         self.process: Process | None = None
 
     def start(self) -> RedisServer:
-        argv = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
-                "--save", "", "--appendonly", "no", "--dir", str(self.workdir)]  # fmt: skip
+        ports = (
+            ["--port", "0", "--tls-port", str(self.port)]
+            if self.tls
+            else ["--port", str(self.port)]
+        )
+        argv = ["redis-server", *ports, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                "--dir", str(self.workdir), *self.options]  # fmt: skip
         self.process = Process("redis", argv, self.workdir / "redis.log").start()
         self.process.wait_until(lambda: tcp_open(self.port), 30, "listening")
         return self

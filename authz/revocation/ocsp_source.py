@@ -173,7 +173,8 @@ class OcspChecker:
             )
 
         cert_id = query.cert_id
-        shared = SharedKey(
+        # With a nonce, an answer is good for its request alone: nothing to share.
+        shared = None if query.nonce is not None else SharedKey(
             shared_key("ocsp", cert_id.hash_algorithm, issuer_fingerprint(issuer).hex(),
                        format(cert_id.serial_number, "x"), url),
             fresh,

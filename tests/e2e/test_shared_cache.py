@@ -346,3 +346,54 @@ def test_prefetch_refreshes_each_answer_once_across_replicas(
     for times in by_serial.values():
         gaps = [b - a for a, b in itertools.pairwise(times)]
         assert all(gap > 1.0 for gap in gaps), times
+
+
+def test_with_a_nonce_nothing_is_shared(
+    pki: LabPki, fresh_responder: OcspResponder, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """A nonce makes an answer good for its own request only: not stored, not read."""
+    extra = ["--ocsp-nonce", "--prefetch-window", "0"]
+    replica = Replica("nonce", tmp_path, pki, fresh_responder.url, redis_server.url, extra)
+    clients = distinct_clients(pki, 5, "nonce")
+    try:
+        replica.start()
+        assert run_checks([replica], clients) == [["allow"] * 5]
+        assert fresh_responder.requests == 5
+        assert redis_server.client().dbsize() == 0
+    finally:
+        replica.process.stop()
+
+
+def test_tls_and_a_password_come_from_the_url_and_the_password_is_never_logged(
+    pki: LabPki, fresh_responder: OcspResponder, tmp_path: Path
+) -> None:
+    """rediss:// with AUTH: the store's certificate checked against the CA the URL names
+    (`ssl_ca_certs`), the password from the URL; a wrong password is one more failing store."""
+    cert, key = pki.server.write(tmp_path, "redis")  # localhost, 127.0.0.1
+    ca = tmp_path / "redis-ca.pem"
+    ca.write_bytes(pki.root.cert_pem)
+    secret = "s3cret-Pa55"
+    server = RedisServer(
+        tmp_path, "--tls-cert-file", str(cert), "--tls-key-file", str(key),
+        "--tls-auth-clients", "no", "--requirepass", secret, tls=True,
+    ).start()  # fmt: skip
+    base = f"rediss://:{{}}@127.0.0.1:{server.port}/0?ssl_ca_certs={ca}"
+    good = Replica("tls", tmp_path, pki, fresh_responder.url, base.format(secret))
+    wrong = Replica("tls-wrong", tmp_path, pki, fresh_responder.url, base.format("nope"))
+    clients = distinct_clients(pki, 4, "tls")
+    try:
+        good.start()
+        wrong.start()
+        assert run_checks([good], clients) == [["allow"] * 4]
+        assert good.metric('mtls_authz_shared_cache_total{result="written"}') == 4
+        assert run_checks([wrong], clients) == [["allow"] * 4]
+        assert wrong.metric('mtls_authz_shared_cache_total{result="error"}') >= 1
+        assert wrong.metric('mtls_authz_shared_cache_total{result="hit"}') == 0
+        for replica in (good, wrong):
+            log = replica.process.log_text()
+            assert "rediss://:***@127.0.0.1" in log
+            assert secret not in log and ":nope@" not in log
+    finally:
+        good.process.stop()
+        wrong.process.stop()
+        server.stop()
