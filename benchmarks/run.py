@@ -251,21 +251,28 @@ def bench_workers(workdir: Path, pki: LabPki, responder: OcspResponder, seconds:
 # -- cold path ------------------------------------------------------------------------------------
 
 
-def bench_cold(
-    workdir: Path, pki: LabPki, distinct: int, concurrency: int, delay: float
-) -> list[str]:
-    """Never-seen certificates against a responder (its own process) that takes `delay`."""
+def start_responder(workdir: Path, pki: LabPki, delay: float, name: str) -> tuple[Process, int]:
+    """The test responder for the issuing CA in its own process (on the load generator's core),
+    answering after `delay`; it counts requests at `/_stats`."""
     signer = make_ocsp_signer(pki.issuing)
     (workdir / "issuing.pem").write_bytes(pki.issuing.cert_pem)
-    signer_cert, signer_key = signer.write(workdir, "signer")
+    signer_cert, signer_key = signer.write(workdir, f"{name}-signer")
     port = free_port()
     argv = [
         *LOAD_CPU, sys.executable, "-m", "tests.ocsp_responder", "--port", str(port),
         "--issuer", str(workdir / "issuing.pem"), "--signer", str(signer_cert),
         "--signer-key", str(signer_key), "--delay", str(delay),
     ]  # fmt: skip
-    responder = Process("responder", argv, workdir / "responder.log").start()
+    responder = Process("responder", argv, workdir / f"{name}-responder.log").start()
     responder.wait_until(lambda: tcp_open(port), START_TIMEOUT, "listening")
+    return responder, port
+
+
+def bench_cold(
+    workdir: Path, pki: LabPki, distinct: int, concurrency: int, delay: float
+) -> list[str]:
+    """Never-seen certificates against a responder (its own process) that takes `delay`."""
+    responder, port = start_responder(workdir, pki, delay, "cold")
     url = f"http://127.0.0.1:{port}/ocsp"
     repeat = 4  # each certificate asked for this many times at once: one request must serve all
     process, authz_port = start_authz(
@@ -345,17 +352,7 @@ def bench_shared(workdir: Path, pki: LabPki, certificates: int, delay: float) ->
     """Three replicas checking the same never-seen certificates at once, against a responder
     that takes `delay` (its own process), with and without the shared cache (a real
     redis-server); then one replica restarted and asked about them again."""
-    signer = make_ocsp_signer(pki.issuing)
-    (workdir / "issuing.pem").write_bytes(pki.issuing.cert_pem)
-    signer_cert, signer_key = signer.write(workdir, "shared-signer")
-    port = free_port()
-    argv = [
-        *LOAD_CPU, sys.executable, "-m", "tests.ocsp_responder", "--port", str(port),
-        "--issuer", str(workdir / "issuing.pem"), "--signer", str(signer_cert),
-        "--signer-key", str(signer_key), "--delay", str(delay),
-    ]  # fmt: skip
-    responder = Process("responder", argv, workdir / "shared-responder.log").start()
-    responder.wait_until(lambda: tcp_open(port), START_TIMEOUT, "listening")
+    responder, port = start_responder(workdir, pki, delay, "shared")
     url = f"http://127.0.0.1:{port}/ocsp"
 
     def asked() -> int:
