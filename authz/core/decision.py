@@ -17,6 +17,7 @@ from authz.client_cert.peer import PEER
 from authz.client_cert.source import CertificateSource, Presented
 from authz.core.certificate import chain_from_xfcc
 from authz.core.issuers import IssuerPolicy
+from authz.core.memo import text_key
 from authz.core.names import display, issuer_text, subject_text
 from authz.core.policies import PolicySpec
 from authz.core.reasons import Denied, Reason
@@ -56,26 +57,31 @@ class VerifiedMemo:
 
     The XFCC header is part of the match only for verdicts that depended on it (the issuer came
     from the client's chain, or was not found): most clients' keys hold just the certificate.
+    Long texts are held by digest (`text_key`), so a client's padded chain is remembered too,
+    and costs the memo a few bytes.
     """
 
     def __init__(self, max_entries: int = 2048) -> None:
         self._max_entries = max_entries
-        self._entries: OrderedDict[str, tuple[str | None, Verified | Decision]] = OrderedDict()
+        self._entries: OrderedDict[str | bytes, tuple[str | bytes | None, Verified | Decision]]
+        self._entries = OrderedDict()
 
     def get(self, certificate: str, xfcc: str) -> Verified | Decision | None:
-        found = self._entries.get(certificate)
+        key = text_key(certificate)
+        found = self._entries.get(key)
         if found is None:
             return None
         depends_on, verdict = found
-        if depends_on is not None and depends_on != xfcc:
+        if depends_on is not None and depends_on != text_key(xfcc):
             return None
-        self._entries.move_to_end(certificate)
+        self._entries.move_to_end(key)
         return verdict
 
     def put(self, certificate: str, xfcc: str | None, verdict: Verified | Decision) -> None:
         """`xfcc` is the header the verdict depended on, or None when it did not."""
-        self._entries[certificate] = (xfcc, verdict)
-        self._entries.move_to_end(certificate)
+        key = text_key(certificate)
+        self._entries[key] = (None if xfcc is None else text_key(xfcc), verdict)
+        self._entries.move_to_end(key)
         if len(self._entries) > self._max_entries:
             self._entries.popitem(last=False)
 
@@ -108,10 +114,6 @@ class State:
     memo: VerifiedMemo = field(default_factory=VerifiedMemo, compare=False, repr=False)
 
 
-# Fields larger than this are refused before parsing anyway; never worth remembering.
-_MEMO_MAX_FIELD = 16 * 1024
-
-
 def decide(check: CheckInput, state: State, now: datetime) -> Decision:
     """Decide on one request. `now` is timezone-aware UTC."""
     try:
@@ -122,8 +124,7 @@ def decide(check: CheckInput, state: State, now: datetime) -> Decision:
     verified = state.memo.get(field, hint)
     if verified is None:
         verified, used_hint = verify(presented, state)
-        if len(field) + len(hint) <= _MEMO_MAX_FIELD:
-            state.memo.put(field, hint if used_hint else None, verified)
+        state.memo.put(field, hint if used_hint else None, verified)
     if isinstance(verified, Decision):
         return verified
     try:

@@ -15,6 +15,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
 from authz.core.certificate import byte_sequence, chain_from_xfcc, sans_of_type
+from authz.core.memo import SizedMemo, text_key
 from authz.core.names import issuer_text, subject_text
 
 _PRINTABLE = {chr(c) for c in range(0x20, 0x7F)} - {"%"}
@@ -81,11 +82,19 @@ def leaf_headers(leaf: x509.Certificate, enabled: tuple[str, ...]) -> tuple[tupl
     return tuple((name, value) for name, value in headers if value)
 
 
-@functools.lru_cache(maxsize=1024)
+# Chain header values by (XFCC digest, leaf): bounded by what they hold.
+_CHAINS: SizedMemo[str] = SizedMemo(16 * 1024 * 1024)
+
+
 def chain_value(xfcc: str, leaf: x509.Certificate) -> str:
     """RFC 9440 Client-Cert-Chain: the certificates the client sent after its leaf (from XFCC)."""
-    chain = chain_from_xfcc(xfcc, leaf)
-    return ",".join(byte_sequence(c) for c in chain[1:])
+    key = (text_key(xfcc), leaf)
+    found = _CHAINS.get(key)
+    if found is None:
+        chain = chain_from_xfcc(xfcc, leaf)
+        found = ",".join(byte_sequence(c) for c in chain[1:])
+        _CHAINS.put(key, found, len(found) + 256)
+    return found
 
 
 def identity_headers(

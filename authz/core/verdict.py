@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from authz.core.certificate import byte_sequence, der_base64
 from authz.core.decision import Decision
 from authz.core.identity import IDENTITY_HEADERS, identity_headers
-from authz.core.memo import ByIdentity
+from authz.core.memo import ByIdentity, text_key
 from authz.core.policies import DEFAULT_POLICY
 from authz.core.reasons import FIXED_STATUS, Reason
 
@@ -49,7 +49,7 @@ ALLOW_STATUS = 200
 # Allow verdicts kept per policy: clients, and per client the variants (headers, chain, ttl).
 ALLOW_MEMO_SIZE = 4096
 ALLOW_VARIANTS = 8
-AllowKey = tuple[tuple[tuple[str, str], ...], str, int | None]
+AllowKey = tuple[tuple[tuple[str, str], ...], str | bytes, int | None]
 
 # Refusals that may not hold a moment later: never replayed.
 TRANSIENT = frozenset(
@@ -160,7 +160,7 @@ class VerdictRules:
         if decision.allowed and decision.leaf is not None:
             leaf = decision.leaf
             xfcc = decision.xfcc if self._uses_chain else ""
-            key = (decision.upstream_headers, xfcc, ttl)
+            key = (decision.upstream_headers, text_key(xfcc), ttl)
             per_leaf = self._allows.get(leaf)
             if per_leaf is None:
                 per_leaf = self._allows.put(leaf, {})

@@ -6,6 +6,8 @@ import datetime as dt
 
 import pytest
 from cryptography.hazmat.primitives import hashes
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from authz.client_cert.xfcc import PeerThenXfcc, XfccCertificate, XfccElement
 from authz.core.decision import State, decide
@@ -13,8 +15,8 @@ from authz.core.issuers import IssuerPolicy
 from authz.core.reasons import Denied, Reason
 from authz.core.request import CheckInput
 from authz.core.trust import TrustBundle
-from authz.demo.pki import Identity, LabPki
-from tests.support import envoy_field, envoy_xfcc_element
+from authz.demo.pki import Identity, LabPki, make_leaf
+from tests.support import envoy_field, envoy_subject, envoy_xfcc_element, rfc2253_value
 
 NOW = dt.datetime.now(dt.UTC)
 FIRST, LAST = XfccCertificate(XfccElement.FIRST), XfccCertificate(XfccElement.LAST)
@@ -131,3 +133,133 @@ def test_decide_with_the_xfcc_source_proves_the_issuer_through_the_element_s_cha
     assert allowed.xfcc == FIRST.present(CheckInput("", with_chain)).chain_hint
     without = decide(CheckInput("", envoy_xfcc_element(alice.cert)), state, NOW)
     assert without.reason is Reason.ISSUER_UNKNOWN
+
+
+# -- xfcc_element: last (APPEND_FORWARD): the client's own header comes first, verbatim --------
+
+
+@pytest.fixture(scope="module")
+def quoter(pki: LabPki) -> Identity:
+    """A client of a trusted CA whose CN holds a quote: Envoy writes it as `\\"`."""
+    return make_leaf('quote"r', pki.issuing)
+
+
+def steering_prefixes(victim: Identity) -> list[str]:
+    """What a client may send as its own XFCC, hoping to be read as the victim: the victim's
+    public certificate in Envoy's form, with unbalanced and escaped quotes, stray separators."""
+    element = envoy_xfcc_element(victim.cert)
+    fields = element.split(";", 1)[1]
+    return [
+        f'{element};x="',
+        f'{element};Subject="',
+        f'{element};Subject="\\',
+        f'{element},x="',
+        f'By=a;{element};y=\\"',
+        f'"{element}',
+        f'{element};Subject="CN=x\\"',
+        f"{element},",
+        f"{element};",
+        f"{element}=",
+        f'{element};UR=spiffe://x";',
+        f'x=",{element}',
+        f'{fields};a="b\\",{element};c="',
+    ]
+
+
+def test_last_reads_the_element_envoy_appended_whatever_the_client_wrote_before_it(
+    alice: Identity, victim: Identity, quoter: Identity
+) -> None:
+    """A quote in the client's CN, escaped by Envoy, once let a client-written unbalanced quote
+    swallow Envoy's element: the victim's certificate was read. Read from the end, only the
+    certificate Envoy verified can be."""
+    for client in (alice, quoter):
+        own = envoy_xfcc_element(
+            client.cert, [], subject=envoy_subject(client.cert), by=["spiffe://lab/gateway"]
+        )
+        for prefix in steering_prefixes(victim):
+            header = f"{prefix},{own}"
+            assert leaf_of(LAST, CheckInput("", header)) == client.cert, prefix
+
+
+def test_last_refuses_a_header_in_which_envoy_wrote_a_san(
+    alice: Identity, victim: Identity
+) -> None:
+    """Hidden behind a client-opened quote or not, Envoy's unquoted URI or DNS could carry a forged
+    element after its own: such a header is never used in `last` mode."""
+    forged = envoy_xfcc_element(victim.cert)
+    for prefix in ('x="', "", 'Hash=00;Cert="'):
+        for san in (f"URI=spiffe://lab/a,{forged}", f"DNS=a.lab,{forged}", "URI="):
+            own = f"{envoy_xfcc_element(alice.cert)};{san}"
+            denied = refused(LAST, f"{prefix},{own}" if prefix else own)
+            assert denied.reason is Reason.XFCC_INVALID, (prefix, san)
+            assert "no element may carry URI or DNS" in denied.message
+
+
+@pytest.mark.parametrize(
+    ("edit", "says"),
+    [
+        (lambda e: e.replace("Hash=", "hash="), "no Hash as Envoy writes it"),
+        (lambda e: e.replace(e[5:69], e[5:69].upper()), "no Hash as Envoy writes it"),
+        (lambda e: e.replace("Hash=", "x;Hash="), "does not begin as Envoy writes one"),
+        (lambda e: e + ';Subject="CN=a"b"', "does not end as Envoy writes one"),
+        (lambda e: e + ';Subject="CN=é"', "Subject of its last element is not as Envoy"),
+        (lambda e: e + ';Other="x"', "does not end as Envoy writes one"),
+        (lambda e: e.replace('Cert="', 'Cert="+'), "Cert of its last element is not"),
+        (lambda e: e.replace(";Cert=", ";Chain=") + ';Cert="x"', "does not end as Envoy"),
+        (lambda e: e + ";Foo=bar", "no Hash as Envoy writes it"),
+    ],
+)
+def test_last_refuses_an_element_that_is_not_exactly_as_envoy_writes_it(
+    alice: Identity, edit: object, says: str
+) -> None:
+    assert callable(edit)
+    denied = refused(LAST, f'x="",{edit(envoy_xfcc_element(alice.cert))}')
+    assert denied.reason is Reason.XFCC_INVALID and says in denied.message
+
+
+def test_last_reads_by_fields_chain_and_subject_as_envoy_writes_them(
+    pki: LabPki, alice: Identity
+) -> None:
+    own = envoy_xfcc_element(
+        alice.cert, [pki.issuing.cert], subject=envoy_subject(alice.cert),
+        by=["spiffe://lab/gw", "spiffe://lab/gw2"],
+    )  # fmt: skip
+    presented = LAST.present(CheckInput("", own))
+    assert LAST.leaf(presented) == alice.cert
+    assert presented.chain_hint.startswith(f"Hash={alice.cert.fingerprint(hashes.SHA256()).hex()};")
+    assert leaf_of(LAST, CheckInput("", f"{envoy_xfcc_element(pki.client('x').cert)},{own}")) == (
+        alice.cert
+    )
+
+
+# Text a client may write in front of Envoy's element: every separator and escape XFCC has.
+client_text = st.text(alphabet='"\\,;=abHhCc\x00 é', max_size=30)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    prefix=st.lists(st.one_of(client_text, st.sampled_from(["VICTIM", "FIELDS"])), max_size=6),
+    cn=st.text(max_size=12).filter(lambda t: "\x00" not in t),
+    subject=st.booleans(),
+    by=st.lists(st.sampled_from(["spiffe://lab/gw", "https://gw.lab/x?a=b"]), max_size=2),
+)
+def test_property_last_chooses_the_element_envoy_wrote(
+    pki: LabPki, alice: Identity, victim: Identity, prefix: list[str], cn: str, subject: bool,
+    by: list[str],
+) -> None:  # fmt: skip
+    """Whatever the client wrote before it, the element chosen has the Hash Envoy wrote, or the
+    header is refused; never the victim's."""
+    element = envoy_xfcc_element(victim.cert)
+    parts = {"VICTIM": element, "FIELDS": element.split(";", 1)[1]}
+    written = "".join(parts.get(p, p) for p in prefix)
+    # Envoy's element for alice's certificate, with the Subject a CN of `cn` would get.
+    own = envoy_xfcc_element(
+        alice.cert, by=by, subject=f"CN={rfc2253_value(cn)},O=Lab" if subject else None
+    )
+    header = f"{written},{own}" if prefix else own
+    try:
+        presented = LAST.present(CheckInput("", header))
+    except Denied as denied:
+        assert denied.reason is Reason.XFCC_INVALID
+        return
+    assert LAST.leaf(presented) == alice.cert
