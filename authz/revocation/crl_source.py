@@ -50,6 +50,8 @@ class CrlConfig:
     overrides: Mapping[NameKey, str] | None = None
     allowed_hosts: tuple[str, ...] = ()
     """Where a distribution point may point: the same list as for OCSP."""
+    timeout: float = 4.0
+    """Seconds one CRL download may take."""
 
 
 class CrlChecker:
@@ -69,7 +71,9 @@ class CrlChecker:
         self._config = config
         self._now = now
         self.urls = SourceUrls(config.overrides or {}, config.allowed_hosts)
-        self._loader = SourceLoader("crl", self.urls, fetcher.unusable, observer, shared)
+        self._loader = SourceLoader(
+            "crl", self.urls, fetcher.unusable, observer, shared, config.timeout
+        )
         self._issuers: dict[bytes, x509.Certificate] = {}
 
     def source_url(self, leaf: x509.Certificate) -> str | None:

@@ -137,8 +137,10 @@ class SourceLoader:
         unusable: Callable[[str], None],
         observer: Observer | None,
         shared: SharedAnswers | None = None,
+        fetch_timeout: float = 0.0,
     ) -> None:
         self._shared = shared
+        self._fetch_timeout = fetch_timeout
         self._source = source
         self._urls = urls
         self._unusable = unusable
@@ -161,6 +163,7 @@ class SourceLoader:
         if store is None or shared is None or not self._urls.permitted(url):
             return await self._fetch(url, fetch, verify, outcome, log_fields)
         started = time.monotonic()
+        began = store.clock()
         stored = await store.find(shared, verify)
         if isinstance(stored, Unavailable):  # one timeout is all this answer waits on the store
             return await self._fetch(url, fetch, verify, outcome, log_fields)
@@ -170,7 +173,8 @@ class SourceLoader:
         try:
             found = None
             if claim is Claim.THEIRS:
-                found = await store.wait_for(shared, verify)
+                until = store.wait_until(began, self._fetch_timeout)
+                found = await store.wait_for(shared, verify, until)
             elif claim is Claim.OURS:
                 found = await store.recheck(shared, verify)
             if found is not None:

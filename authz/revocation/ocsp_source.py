@@ -61,6 +61,8 @@ class OcspConfig:
     """Where an AIA URL may point (names, addresses, CIDR networks); empty allows any."""
     max_response_age: float = 0.0
     """How old an answer's thisUpdate may be, in seconds; 0: no bound but nextUpdate."""
+    timeout: float = 2.0
+    """Seconds one request to the responder may take."""
 
 
 class OcspChecker:
@@ -81,7 +83,9 @@ class OcspChecker:
         self._config = config
         self._now = now
         self.urls = SourceUrls(config.overrides or {}, config.allowed_hosts)
-        self._loader = SourceLoader("ocsp", self.urls, fetcher.unusable, observer, shared)
+        self._loader = SourceLoader(
+            "ocsp", self.urls, fetcher.unusable, observer, shared, config.timeout
+        )
         self._urls: ByIdentity[x509.Certificate, str | None] = ByIdentity(URL_MEMO_SIZE)
         self._keys: ByIdentity[x509.Certificate, tuple[str, bytes, CacheKey]] = ByIdentity(
             URL_MEMO_SIZE

@@ -11,7 +11,10 @@ replay an answer that is still valid by every rule applied to a fresh one. Anyth
 by the next fetch.
 
 Coalescing: before asking the responder, a replica takes a short lock in the store (SET NX PX);
-the others wait for its answer (at most `wait` seconds, polling), then read it.
+the others wait for its answer (polling), then read it. A waiter stops waiting in time to ask the
+responder itself, store the answer and release within `deadline` seconds of the Check's start
+(`revocation_deadline`, under Envoy's ext_authz timeout): a lock that is never released — a
+replica that died, or a writer to the store holding it — costs a Check at most that.
 
 The store is never a reason to refuse: each operation is bounded by `timeout`; failures open a
 breaker that skips the store for a while; every transition is logged once and counted.
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -108,10 +112,14 @@ class SharedAnswers:
         wait: float,
         observer: SharedObserver | None = None,
         clock: Callable[[], float] = time.monotonic,
+        deadline: float = math.inf,
     ) -> None:
+        """`wait`: the longest one fetch of any source may take (how long a lock is held);
+        `deadline`: the longest one Check's lookup may take in all."""
         self._store = store
         self._timeout = timeout
         self._wait = wait
+        self._deadline = deadline
         self._observer = observer
         self._clock = clock
         self._breaker = CircuitBreaker(BREAKER_FAILURES, BREAKER_OPEN_SECONDS, clock)
@@ -149,12 +157,23 @@ class SharedAnswers:
             self._count("hit")
         return found
 
+    def clock(self) -> float:
+        return self._clock()
+
+    def wait_until(self, started: float, fetch_timeout: float) -> float:
+        """When waiting for another replica must end, for a lookup that began at `started`
+        (this clock): in time to fetch itself (`fetch_timeout`), store the answer and release
+        the lock within the deadline; never later than one fetch of the other replica."""
+        reserve = fetch_timeout + 2 * self._timeout
+        return min(self._clock() + self._wait, started + self._deadline - reserve)
+
     async def wait_for(
-        self, key: SharedKey[A], verify: Callable[[bytes], A]
+        self, key: SharedKey[A], verify: Callable[[bytes], A], until: float = math.inf
     ) -> tuple[A, bytes] | None:
-        """Another replica is asking the responder: wait (bounded) for its answer."""
+        """Another replica is asking the responder: wait for its answer, until `until` at most
+        (and never longer than `wait`)."""
         self._count("lock_wait")
-        deadline = self._clock() + self._wait
+        deadline = min(until, self._clock() + self._wait)
         pause = POLL_FIRST
         while self._clock() < deadline:
             await asyncio.sleep(pause)

@@ -63,7 +63,13 @@ log = logging.getLogger("authz.server")
 
 RELOAD_POLL_SECONDS = 2.0
 # Settings read once at start; a reload that changes them is applied except for these.
-RESTART_ONLY = ("listen", "metrics_listen", "ocsp_cache_size")
+RESTART_ONLY = (
+    "listen",
+    "metrics_listen",
+    "ocsp_cache_size",
+    "http_request_timeout",
+    "http_idle_timeout",
+)
 CRL_CACHE_SIZE = 1024  # CRLs: one per issuer and URL
 Keep = Callable[[bytes, str], bool]
 
@@ -118,7 +124,13 @@ def shared_answers(settings: Settings, metrics: Metrics) -> SharedAnswers | None
     store = RedisStore(settings.revocation_cache_url, settings.revocation_cache_timeout)
     wait = max(settings.ocsp_timeout, settings.crl_timeout)
     metrics.observe_shared_cache_up(True)
-    return SharedAnswers(store, settings.revocation_cache_timeout, wait, metrics)
+    return SharedAnswers(
+        store,
+        settings.revocation_cache_timeout,
+        wait,
+        metrics,
+        deadline=settings.revocation_deadline,
+    )
 
 
 def http_session() -> aiohttp.ClientSession:
@@ -312,7 +324,9 @@ async def _run(service: Service) -> int:
     http_server = None
     if settings.http_listen:
         http_server = HttpCheckServer(
-            CheckService(lambda: service.runtime, service.metrics, "http")
+            CheckService(lambda: service.runtime, service.metrics, "http"),
+            request_timeout=settings.http_request_timeout,
+            idle_timeout=settings.http_idle_timeout,
         )
         host, _, wanted = settings.http_listen.rpartition(":")
         port = await http_server.start(host, int(wanted), reuse_port=bool(reuse_port))

@@ -233,6 +233,12 @@ class Settings:
     http_listen: str = setting(
         "", "HTTP listen address for Envoy's ext_authz in HTTP service mode (empty: off).",
         check=_check_optional_listen)
+    http_request_timeout: float = setting(
+        10.0, "Seconds a request to http_listen may take to arrive in full from its first byte; "
+        "then 408 and the connection is closed.", check=_check_positive)
+    http_idle_timeout: float = setting(
+        300.0, "Seconds an http_listen connection may stay idle between requests (keep Envoy's "
+        "cluster idle_timeout shorter: the shipped configs say 60 s).", check=_check_positive)
     metrics_listen: str = setting(
         "", "HTTP listen address for /metrics, /healthz and /readyz (empty: off).",
         check=_check_optional_listen)
@@ -332,6 +338,10 @@ class Settings:
         "", "Shared revocation cache for every replica: redis://[USER:PASSWORD@]HOST:PORT/DB, "
         "rediss:// for TLS (Redis or Valkey; empty: off). Read at start.",
         check=_check_store_url)
+    revocation_deadline: float = setting(
+        4.5, "Longest a Check spends on one revocation lookup with the shared cache, waiting for "
+        "another replica's fetch included: keep it under Envoy's ext_authz timeout (5 s in the "
+        "shipped configs).", check=_check_positive)
     revocation_cache_timeout: float = setting(
         0.25, "Seconds for one operation on the shared revocation cache before the responder is "
         "asked instead (counted on this process's event loop, so it includes its own queueing).",
@@ -371,6 +381,7 @@ class Settings:
             overrides=self.ocsp_responders.by_issuer,
             allowed_hosts=self.revocation_allowed_hosts,
             max_response_age=self.ocsp_max_response_age,
+            timeout=self.ocsp_timeout,
         )
 
     @functools.cached_property
@@ -381,6 +392,7 @@ class Settings:
             failure_ttl=self.revocation_failure_cache,
             overrides=self.crl_urls.by_issuer,
             allowed_hosts=self.revocation_allowed_hosts,
+            timeout=self.crl_timeout,
         )
 
 

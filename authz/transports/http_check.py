@@ -24,6 +24,7 @@ import asyncio
 import collections
 import functools
 import logging
+import time
 from collections.abc import Callable, Coroutine
 from http import HTTPStatus
 from typing import Any
@@ -82,8 +83,10 @@ def _header_lines(headers: list[tuple[str, str]]) -> bytes:
 
 
 @functools.lru_cache(maxsize=4096)
-def render(verdict: Verdict, close: bool) -> bytes:
-    """The HTTP/1.1 response for a verdict, shared between requests with the same verdict."""
+def render(verdict: Verdict, close: bool, head: bool = False) -> bytes:
+    """The HTTP/1.1 response for a verdict, shared between requests with the same verdict. The
+    answer to a HEAD request has no body (RFC 9110 §9.3.2): its Content-Length says how long the
+    body would be, and the bytes are not sent, or Envoy would read them as the next response."""
     headers = list(verdict.headers)
     body = b""
     if verdict.allowed:
@@ -96,7 +99,7 @@ def render(verdict: Verdict, close: bool) -> bytes:
     if close:
         headers.append(("connection", "close"))
     status = f"HTTP/1.1 {verdict.status} {_reason_phrase(verdict.status)}\r\n".encode()
-    return status + _header_lines(headers) + b"\r\n" + body
+    return status + _header_lines(headers) + b"\r\n" + (b"" if head else body)
 
 
 def _cache_headers(verdict: Verdict) -> list[tuple[str, str]]:
@@ -123,6 +126,13 @@ _TOO_LARGE = (
     b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: text/plain\r\n"
     b"content-length: 17\r\nconnection: close\r\n\r\nheaders too large\n"
 )
+_TIMED_OUT = (
+    b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain\r\ncontent-length: 16\r\n"
+    b"connection: close\r\n\r\nrequest timeout\n"
+)
+# Defaults of the listener's two timeouts (settings http_request_timeout, http_idle_timeout).
+REQUEST_TIMEOUT = 10.0
+IDLE_TIMEOUT = 300.0
 INTERNAL_ERROR_RESPONSE = render(INTERNAL_ERROR_VERDICT, True)
 
 
@@ -151,15 +161,19 @@ class CheckProtocol(asyncio.Protocol):
     """One connection from Envoy: requests parsed in order, answered in order (pipelining),
     keep-alive unless the request says otherwise."""
 
-    def __init__(self, checks: CheckHandler, connections: set[CheckProtocol]) -> None:
+    def __init__(self, checks: CheckHandler, server: HttpCheckServer) -> None:
         self._checks = checks
-        self._connections = connections
+        self._server = server
         self._parser = httptools.HttpRequestParser(self)
         self._transport: asyncio.Transport | None = None
-        self._pending: collections.deque[tuple[CheckInput, bool]] = collections.deque()
+        self._pending: collections.deque[tuple[CheckInput, bool, bool]] = collections.deque()
         self._worker: asyncio.Task[None] | None = None
         self._closing = False
         self._oversized = False
+        # For the timeouts: when the request being read began, or when the connection went idle
+        # (the server's clock, updated by its sweep: no timer per request).
+        self._reading = False
+        self._since = server.clock
         self._reset()
 
     def _reset(self) -> None:
@@ -172,10 +186,10 @@ class CheckProtocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self._transport = transport
-        self._connections.add(self)
+        self._server.connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._connections.discard(self)
+        self._server.connections.discard(self)
         self._closing = True
         if self._worker is not None:
             self._worker.cancel()
@@ -191,6 +205,7 @@ class CheckProtocol(asyncio.Protocol):
     # -- httptools callbacks ---------------------------------------------------------------------
     def on_message_begin(self) -> None:
         self._reset()
+        self._reading, self._since = True, self._server.clock
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -207,22 +222,24 @@ class CheckProtocol(asyncio.Protocol):
         self._headers[key] = value.decode("latin-1")
 
     def on_message_complete(self) -> None:
+        self._reading = False
         path = self._url.decode("latin-1")
         request = check_input(self._headers, path)
         close = not self._parser.should_keep_alive()
+        head = self._parser.get_method() == b"HEAD"
         if not self._pending and (self._worker is None or self._worker.done()):
             verdict = answer_now(self._checks(request))
             if verdict is not None:  # decided without waiting: no task needed
-                self._respond(verdict, close)
+                self._respond(verdict, close, head)
                 return
-        self._pending.append((request, close))
+        self._pending.append((request, close, head))
         if self._worker is None or self._worker.done():
             self._worker = asyncio.get_running_loop().create_task(self._answer())
 
     # -- answering -------------------------------------------------------------------------------
     async def _answer(self) -> None:
         while self._pending and not self._closing:
-            request, close = self._pending.popleft()
+            request, close, head = self._pending.popleft()
             try:
                 verdict = await self._checks(request)
             except asyncio.CancelledError:
@@ -230,15 +247,16 @@ class CheckProtocol(asyncio.Protocol):
             except Exception:
                 log.exception("check failed", extra={"reason": Reason.INTERNAL_ERROR.value})
                 verdict = INTERNAL_ERROR_VERDICT
-            if not self._respond(verdict, close):
+            if not self._respond(verdict, close, head):
                 return
         if self._transport is not None and not self._closing:
             self._transport.resume_reading()
 
-    def _respond(self, verdict: Verdict, close: bool) -> bool:
+    def _respond(self, verdict: Verdict, close: bool, head: bool = False) -> bool:
         """Write the answer; False when the connection is closing after it."""
+        self._since = self._server.clock
         try:
-            response = render(verdict, close)
+            response = render(verdict, close, head)
         except Exception:
             log.exception("check failed", extra={"reason": Reason.INTERNAL_ERROR.value})
             response, close = INTERNAL_ERROR_RESPONSE, True
@@ -261,6 +279,17 @@ class CheckProtocol(asyncio.Protocol):
         if self._transport is not None:
             self._transport.close()
 
+    def sweep(self, now: float, request_timeout: float, idle_timeout: float) -> None:
+        """Close the connection if a request has taken too long to arrive (408) or it has been
+        idle too long; never while a request is being answered (the check has its own bounds)."""
+        if self._closing or self._pending or self.answering is not None:
+            return
+        if self._reading:
+            if now - self._since >= request_timeout:
+                self._fail(_TIMED_OUT)
+        elif now - self._since >= idle_timeout:
+            self._close()
+
     @property
     def answering(self) -> asyncio.Task[None] | None:
         """The task answering this connection's requests, while there is one."""
@@ -272,30 +301,53 @@ class CheckProtocol(asyncio.Protocol):
 
 class HttpCheckServer:
     """The listener: starts, and on shutdown stops accepting, lets in-flight checks finish for
-    up to `grace` seconds, then closes every connection."""
+    up to `grace` seconds, then closes every connection. A request must arrive in full within
+    `request_timeout` seconds of its first byte (else 408), and a connection idle longer than
+    `idle_timeout` is closed: one sweep over the connections does both, ten times per timeout
+    (so either fires up to a tenth early)."""
 
-    def __init__(self, checks: CheckHandler) -> None:
+    def __init__(
+        self,
+        checks: CheckHandler,
+        request_timeout: float = REQUEST_TIMEOUT,
+        idle_timeout: float = IDLE_TIMEOUT,
+    ) -> None:
         self._checks = checks
-        self._connections: set[CheckProtocol] = set()
+        self.connections: set[CheckProtocol] = set()
         self._server: asyncio.Server | None = None
+        self._sweeping: asyncio.Task[None] | None = None
+        self.request_timeout = request_timeout
+        self.idle_timeout = idle_timeout
+        self.clock = time.monotonic()
 
     def _protocol(self) -> CheckProtocol:
-        return CheckProtocol(self._checks, self._connections)
+        return CheckProtocol(self._checks, self)
 
     async def start(self, host: str, port: int, reuse_port: bool = False) -> int:
         factory: Callable[[], CheckProtocol] = self._protocol
         self._server = await asyncio.get_running_loop().create_server(
             factory, host, port, reuse_port=reuse_port
         )
+        self._sweeping = asyncio.get_running_loop().create_task(self._sweep())
         return int(self._server.sockets[0].getsockname()[1])
+
+    async def _sweep(self) -> None:
+        interval = min(1.0, max(0.02, min(self.request_timeout, self.idle_timeout) / 10))
+        while True:
+            await asyncio.sleep(interval)
+            self.clock = now = time.monotonic()
+            for connection in list(self.connections):
+                connection.sweep(now, self.request_timeout, self.idle_timeout)
 
     async def stop(self, grace: float) -> None:
         if self._server is None:
             return
+        if self._sweeping is not None:
+            self._sweeping.cancel()
         self._server.close()
-        answering = [t for c in self._connections if (t := c.answering) is not None]
+        answering = [t for c in self.connections if (t := c.answering) is not None]
         if answering:
             await asyncio.wait(answering, timeout=grace)
-        for connection in list(self._connections):
+        for connection in list(self.connections):
             connection.close()
         await self._server.wait_closed()

@@ -22,6 +22,7 @@ from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 
 from authz.demo.pki import Identity, LabPki, make_ocsp_signer, pem_bundle, reissue
 from authz.demo.processes import Process, free_port, tcp_open
+from authz.demo.stack import LocalStack
 from authz.revocation.loading import issuer_fingerprint, shared_key
 from authz.revocation.ocsp import build_query, verify_response
 from authz.revocation.status import CertStatus
@@ -397,3 +398,23 @@ def test_tls_and_a_password_come_from_the_url_and_the_password_is_never_logged(
         good.process.stop()
         wrong.process.stop()
         server.stop()
+
+
+def test_a_lock_that_is_never_released_costs_a_check_less_than_envoy_s_timeout(
+    envoy: str, pki: LabPki, fresh_responder: OcspResponder, redis_server: RedisServer,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    """A writer to the store (or a replica that died) holds the lock on a client's answer for
+    good, and the responder is slow: the waiting replica stops waiting in time to ask the
+    responder itself, so the client gets its answer before Envoy's 5 s ext_authz timeout turns
+    it into a 503."""
+    fresh_responder.delay = 1.7  # under ocsp_timeout (2 s)
+    client = pki.client("held-lock")
+    redis_server.client().set(stored_key(pki, client, fresh_responder) + ":lock", b"x", px=120_000)
+    with LocalStack(
+        tmp_path / "stack", pki, envoy_binary=envoy, ocsp_override=fresh_responder.url,
+        authz_args=["--revocation-cache-url", redis_server.url, "--prefetch-window", "0"],
+    ) as stack:  # fmt: skip
+        result = stack.curl(client, "/held-lock")
+    assert result.status == 200, result.body
+    assert fresh_responder.requests == 1

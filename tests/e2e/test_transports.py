@@ -9,6 +9,8 @@ import http.client
 import json
 import re
 import socket
+import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -250,15 +252,19 @@ def http_stack(
 ) -> Iterator[LocalStack]:
     with LocalStack(
         tmp_path_factory.mktemp("http"), pki, envoy_binary=envoy, transport="http",
-        authz_args=["--revocation-mode", "off"],
+        authz_args=["--revocation-mode", "off", *SHORT_TIMEOUTS],
     ) as stack:  # fmt: skip
         yield stack
 
 
-def request_bytes(certificate: str, close: bool = False) -> bytes:
+# Short enough for a test to see them act.
+SHORT_TIMEOUTS = ["--http-request-timeout", "1", "--http-idle-timeout", "2"]
+
+
+def request_bytes(certificate: str, close: bool = False, method: str = "GET") -> bytes:
     connection = "connection: close\r\n" if close else ""
     return (
-        f"GET /check/p HTTP/1.1\r\nhost: authz\r\n{PEER_CERT_HEADER}: {certificate}\r\n"
+        f"{method} /check/p HTTP/1.1\r\nhost: authz\r\n{PEER_CERT_HEADER}: {certificate}\r\n"
         f"{connection}content-length: 0\r\n\r\n"
     ).encode()
 
@@ -293,3 +299,59 @@ def test_a_malformed_or_oversized_request_gets_its_status_and_the_connection_clo
     assert answer.split(b" ")[1] == status
     assert b"connection: close" in answer
     assert b"Traceback" not in answer
+
+
+def test_a_refusal_to_head_has_no_body_so_the_next_response_is_read_right(
+    http_stack: LocalStack, pki: LabPki
+) -> None:
+    """Envoy forwards the client's method: a body after the answer to HEAD would be read as the
+    start of the next response on the same connection."""
+    good = envoy_field(pki.client("mx-head").cert)
+    payload = request_bytes("", method="HEAD") + request_bytes(good, close=True)
+    answer = raw(http_stack.ports["authz"], payload, reads=2)
+    head, _, rest = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 ") and b"x-mtls-authz-reason: missing_certificate" in head
+    assert re.search(rb"content-length: [1-9]", head)  # as long as the body would be
+    assert rest.startswith(b"HTTP/1.1 200 ")
+
+
+def test_head_through_envoy_is_refused_with_its_reason_and_the_next_request_is_right(
+    http_stack: LocalStack, pki: LabPki
+) -> None:
+    other = pki.client("mx-head-other", pki.other)
+    cert, key = http_stack.client_files(other)
+    ca = http_stack.workdir / "tls" / "server-ca.pem"
+    done = subprocess.run(
+        ["curl", "-sS", "--max-time", "10", "--cacert", str(ca), "--cert", str(cert), "--key",
+         str(key), "-I", f"{http_stack.url}/head", "-o", "/dev/null", "-D", "-"],
+        capture_output=True, text=True, timeout=20, check=False,
+    )  # fmt: skip
+    assert done.stdout.startswith("HTTP/1.1 400") or done.stdout.startswith("HTTP/2 400")
+    assert "x-mtls-authz-reason: issuer_not_allowed" in done.stdout.lower()
+    for n in range(3):  # the same pooled connection to mtls-authz answers on
+        assert http_stack.curl(pki.client(f"mx-after-head-{n}"), "/after-head").status == 200
+
+
+def test_a_request_that_does_not_arrive_in_full_is_timed_out(http_stack: LocalStack) -> None:
+    """A partial request is answered 408 and its connection closed (http_request_timeout)."""
+    with socket.create_connection(("127.0.0.1", http_stack.ports["authz"]), timeout=TIMEOUT) as s:
+        s.sendall(b"GET /check/p HTTP/1.1\r\nhost: authz\r\nx-partial: ")
+        answer = s.recv(65536)
+        assert answer.startswith(b"HTTP/1.1 408 ") and b"connection: close" in answer
+        assert s.recv(65536) == b""
+
+
+def test_an_idle_connection_is_closed(http_stack: LocalStack, pki: LabPki) -> None:
+    """After an answer, and before any request, an idle connection is closed (http_idle_timeout);
+    one that keeps asking is not."""
+    port = http_stack.ports["authz"]
+    with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as silent:
+        assert silent.recv(65536) == b""  # closed by the server, without a word
+    with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as busy:
+        good = envoy_field(pki.client("mx-idle").cert)
+        started = time.monotonic()
+        while time.monotonic() - started < 3:  # past the idle timeout, never idle for long
+            busy.sendall(request_bytes(good))
+            assert busy.recv(65536).startswith(b"HTTP/1.1 200 ")
+            time.sleep(0.3)
+        assert busy.recv(65536) == b""
