@@ -1,8 +1,10 @@
 """`mtls-authz check`: one certificate's OCSP status, verified exactly as the service does it.
 
 The operator's replacement for `openssl ocsp -issuer … -cert … -url …`, with the same rules as
-Check: the issuer must be proven by signature, the response fully verified. Exit codes:
-0 good, 1 revoked, 2 unknown, 3 could not determine.
+Check: the issuer must be proven by signature, the response fully verified, and the one SHA-1
+rule applied (`--allow-sha1-signatures`, as `allow_sha1_signatures`). Exit codes: 0 good,
+1 revoked, 2 unknown, 3 could not determine, 4 a SHA-1 signature the service would refuse
+(weak_signature_algorithm; the status found, if any, is still printed).
 """
 
 from __future__ import annotations
@@ -17,20 +19,27 @@ from pathlib import Path
 import aiohttp
 from cryptography import x509
 
+from authz.core.decision import weak_signature_message
 from authz.core.names import display, issuer_text, name_key
 from authz.core.trust import (
     TrustBundle,
     TrustBundleError,
     issued,
     signature_algorithm_name,
-    signed_with_sha1,
+    weak_link,
 )
 from authz.revocation.fetch import HttpFetcher
 from authz.revocation.ocsp import aia_ocsp_urls, build_query, verify_response
-from authz.revocation.status import CertStatus, RevocationError, RevocationStatus
+from authz.revocation.status import (
+    CertStatus,
+    RevocationError,
+    RevocationFailure,
+    RevocationStatus,
+)
 
 EXIT_CODES = {CertStatus.GOOD: 0, CertStatus.REVOKED: 1, CertStatus.UNKNOWN: 2}
 EXIT_UNDETERMINED = 3
+EXIT_WEAK_SIGNATURE = 4
 
 
 class CheckError(Exception):
@@ -48,6 +57,7 @@ class CheckArgs:
     hash_name: str = "sha1"
     nonce: bool = False
     timeout: float = 5.0
+    allow_sha1: bool = False
 
 
 def read_certificates(path: Path) -> list[x509.Certificate]:
@@ -62,7 +72,9 @@ def read_certificates(path: Path) -> list[x509.Certificate]:
 
 def find_issuer(
     args: CheckArgs, leaf: x509.Certificate, rest: list[x509.Certificate]
-) -> x509.Certificate:
+) -> tuple[x509.Certificate, ...]:
+    """The path from the leaf's issuer up (each proven by signature, SHA-1 included: whether
+    that is acceptable is said afterwards), the issuer first."""
     if args.issuer is not None:
         issuer = read_certificates(args.issuer)[0]
         check_issuer_name(leaf)
@@ -76,19 +88,19 @@ def find_issuer(
                 f"{args.issuer}: its key does not verify the certificate's "
                 f"{signature_algorithm_name(leaf)} signature"
             )
-        return issuer
+        return (issuer,)
     if args.trust_bundle is not None:
         check_issuer_name(leaf)
         try:
-            found = TrustBundle.load(args.trust_bundle).find_issuer(leaf, rest, leaf_sha1=True)
+            path = TrustBundle.load(args.trust_bundle).find_path(leaf, rest, sha1=True)
         except TrustBundleError as e:
             raise CheckError(str(e)) from None
-        if found is None:
+        if not path:
             raise CheckError(f"no CA in {args.trust_bundle} signed the certificate")
-        return found
+        return path
     for candidate in rest:
         if issued(leaf, candidate, sha1=True):
-            return candidate
+            return (candidate,)
     raise CheckError("no issuer: give --issuer or --trust-bundle, or put the chain in the file")
 
 
@@ -117,10 +129,12 @@ async def _fetch(url: str, der: bytes, seconds: float) -> bytes:
         return await HttpFetcher(session, seconds).fetch(url, der)
 
 
-def determine(args: CheckArgs) -> tuple[RevocationStatus, str]:
-    """The verified status and where it came from; raises CheckError or RevocationError."""
+def determine(args: CheckArgs) -> tuple[RevocationStatus, str, tuple[x509.Certificate, ...]]:
+    """The verified status, where it came from, and the issuer's path; raises CheckError or
+    RevocationError."""
     leaf, *rest = read_certificates(args.cert)
-    issuer = find_issuer(args, leaf, rest)
+    path = find_issuer(args, leaf, rest)
+    issuer = path[0]
     query = build_query(leaf, issuer, args.hash_name, args.nonce and args.respin is None)
     if args.respin is not None:
         body, source = read_response(args.respin), str(args.respin)
@@ -131,14 +145,20 @@ def determine(args: CheckArgs) -> tuple[RevocationStatus, str]:
         source = urls[0]
         body = asyncio.run(_fetch(source, query.der, args.timeout))
     now = args.at or dt.datetime.now(dt.UTC)
-    return verify_response(body, query, issuer, now), source
+    status = verify_response(body, query, issuer, now, allow_sha1=args.allow_sha1)
+    return status, source, path
 
 
 def run_check(args: CheckArgs) -> int:
     name = str(args.cert)
     try:
-        status, source = determine(args)
-    except (CheckError, RevocationError, OSError) as e:
+        status, source, path = determine(args)
+    except RevocationError as e:
+        print(f"{name}: could not determine: {e}")
+        if e.failure is RevocationFailure.WEAK_SIGNATURE:
+            return EXIT_WEAK_SIGNATURE
+        return EXIT_UNDETERMINED
+    except (CheckError, OSError) as e:
         print(f"{name}: could not determine: {e}")
         return EXIT_UNDETERMINED
     except ValueError as e:  # cryptography refusing a field of the certificate or the answer
@@ -154,10 +174,12 @@ def run_check(args: CheckArgs) -> int:
         print(f"\tReason: {status.revocation_reason}")
     print(f"\tResponder: {source}")
     leaf = read_certificates(args.cert)[0]
-    if signed_with_sha1(leaf):
-        # Like `openssl ocsp`, the status is reported; unlike it, the weak signature is said.
-        print(
-            f"\tSignature: {signature_algorithm_name(leaf)} (SHA-1: the service refuses it as "
-            "weak_signature_algorithm unless allow_sha1_signatures is set)"
-        )
-    return EXIT_CODES[status.status]
+    weak = weak_link(leaf, path)
+    if weak is None:
+        return EXIT_CODES[status.status]
+    if args.allow_sha1:
+        print(f"\tSignature: {signature_algorithm_name(weak[0])} (SHA-1, allowed)")
+        return EXIT_CODES[status.status]
+    # Like `openssl ocsp`, the status is reported; unlike it, the weak signature is said.
+    print(f"\tSignature: weak_signature_algorithm: {weak_signature_message(leaf, *weak)}")
+    return EXIT_WEAK_SIGNATURE

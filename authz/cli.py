@@ -58,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = commands.add_parser(
         "check",
-        help="Print one certificate's OCSP status (exit 0 good, 1 revoked, 2 unknown, 3 error).",
+        help="Print one certificate's OCSP status (exit 0 good, 1 revoked, 2 unknown, 3 error, "
+        "4 a SHA-1 signature refused).",
     )
     check.add_argument(
         "cert", type=Path, help="Certificate (PEM, optionally followed by its chain, or DER)."
@@ -76,6 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--hash", choices=("sha1", "sha256"), default="sha1", help="CertID hash.")
     check.add_argument("--nonce", action="store_true", help="Send a nonce.")
     check.add_argument("--timeout", type=float, default=5.0, help="Seconds for the request.")
+    check.add_argument(
+        "--allow-sha1-signatures", action="store_true",
+        help="Accept SHA-1 signatures, as the service's allow_sha1_signatures does.",
+    )  # fmt: skip
 
     secrets = commands.add_parser(
         "k8s-demo-secrets",
@@ -127,7 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             CheckArgs(
                 cert=args.cert, issuer=args.issuer, trust_bundle=args.trust_bundle, url=args.url,
                 respin=args.respin, at=args.at, hash_name=args.hash, nonce=args.nonce,
-                timeout=args.timeout,
+                timeout=args.timeout, allow_sha1=args.allow_sha1_signatures,
             )
         )  # fmt: skip
     if args.command == "k8s-demo-secrets":

@@ -98,12 +98,14 @@ def apply_outcome(decision: Decision, outcome: RevocationOutcome, mode: Revocati
         failure = outcome.failure.value if outcome.failure else "unknown_error"
         if mode is RevocationMode.SOFT_FAIL:
             return _unchecked(decision, failure)
-        return _deny(
-            decision,
-            Reason.REVOCATION_CHECK_FAILED,
-            f"The revocation status could not be determined ({failure}); try again later.",
-            failure,
+        # A weak signature is not transient: say which object carries it (the detail names no
+        # URL), not "try again".
+        message = (
+            f"The revocation status could not be determined ({failure}: {outcome.detail})."
+            if outcome.failure is RevocationFailure.WEAK_SIGNATURE
+            else f"The revocation status could not be determined ({failure}); try again later."
         )
+        return _deny(decision, Reason.REVOCATION_CHECK_FAILED, message, failure)
     if status.status is CertStatus.REVOKED:
         when = status.revocation_time.isoformat() if status.revocation_time else "unknown time"
         reason = f" (reason: {status.revocation_reason})" if status.revocation_reason else ""

@@ -22,7 +22,7 @@ from authz.core.names import display, issuer_text, subject_text
 from authz.core.policies import PolicySpec
 from authz.core.reasons import Denied, Reason
 from authz.core.request import CheckInput
-from authz.core.trust import TrustBundle, signature_algorithm_name, signed_with_sha1
+from authz.core.trust import TrustBundle, signature_algorithm_name, weak_link
 
 
 @dataclass(frozen=True)
@@ -224,29 +224,39 @@ def find_allowed_issuer(
             Reason.ISSUER_NOT_ALLOWED,
             f"Certificates issued by {display(leaf.issuer)} are not accepted.",
         )
-    issuer = state.trust.find_issuer(leaf, leaf_sha1=state.allow_sha1)
+    issuer = state.trust.find_issuer(leaf, sha1=state.allow_sha1)
     if issuer is not None:
         return issuer, False
     # Only now is the client's own chain worth parsing: the bundle lacks the issuer.
     offered = chain_from_xfcc(xfcc, leaf) if xfcc else ()
     if offered:
-        issuer = state.trust.find_issuer(leaf, offered, leaf_sha1=state.allow_sha1)
+        issuer = state.trust.find_issuer(leaf, offered, sha1=state.allow_sha1)
         if issuer is not None:
             return issuer, True
-    if not state.allow_sha1 and signed_with_sha1(leaf):
-        # cryptography refuses SHA-1 outright: say so when a trusted CA did sign it.
-        signer = state.trust.find_issuer(leaf, offered, leaf_sha1=True)
-        if signer is not None:
-            raise Denied(
-                Reason.WEAK_SIGNATURE_ALGORITHM,
-                f"The certificate is signed with {signature_algorithm_name(leaf)} by "
-                f"{display(signer.subject)}; SHA-1 signatures are not accepted "
-                "(allow_sha1_signatures).",
-            )
+    if not state.allow_sha1:
+        # cryptography refuses SHA-1 outright: say so when trusted CAs did sign the chain.
+        weak = weak_link(leaf, state.trust.find_path(leaf, offered, sha1=True))
+        if weak is not None:
+            raise Denied(Reason.WEAK_SIGNATURE_ALGORITHM, weak_signature_message(leaf, *weak))
     raise Denied(
         Reason.ISSUER_UNKNOWN,
         f"The certificate names {display(leaf.issuer)} as issuer, but no trusted CA "
         "certificate of that name signed it.",
+    )
+
+
+def weak_signature_message(
+    leaf: x509.Certificate, cert: x509.Certificate, signer: x509.Certificate
+) -> str:
+    """Which certificate carries the SHA-1 signature, and who made it."""
+    what = (
+        "The certificate"
+        if cert is leaf
+        else f"The intermediate CA certificate {display(cert.subject)} in the client's chain"
+    )
+    return (
+        f"{what} is signed with {signature_algorithm_name(cert)} by "
+        f"{display(signer.subject)}; SHA-1 signatures are not accepted (allow_sha1_signatures)."
     )
 
 

@@ -74,38 +74,62 @@ class TrustBundle:
         leaf: x509.Certificate,
         offered: Sequence[x509.Certificate] = (),
         *,
-        leaf_sha1: bool = False,
+        sha1: bool = False,
     ) -> x509.Certificate | None:
         """The certificate that issued `leaf`, proven by signature, or None.
 
         `offered` are the client's own certificates (from XFCC): used only when they chain to the
-        bundle. `leaf_sha1` accepts a SHA-1 signature on the leaf itself, never above it.
-        """
-        for candidate in self._by_subject.get(name_key(leaf.issuer), ()):
-            if issued(leaf, candidate, sha1=leaf_sha1):
-                return candidate
-        return self._find_offered_issuer(leaf, offered, MAX_INTERMEDIATE_DEPTH, leaf_sha1)
+        bundle. `sha1` accepts SHA-1 signatures on the leaf and on offered intermediates (the
+        one SHA-1 rule, `allow_sha1_signatures`)."""
+        path = self.find_path(leaf, offered, sha1=sha1)
+        return path[0] if path else None
 
-    def _find_offered_issuer(
+    def find_path(
+        self,
+        leaf: x509.Certificate,
+        offered: Sequence[x509.Certificate] = (),
+        *,
+        sha1: bool = False,
+    ) -> tuple[x509.Certificate, ...]:
+        """The certificates from `leaf`'s issuer up to one in the bundle, each proven to have
+        signed the one before it; empty when there is no such path."""
+        for candidate in self._by_subject.get(name_key(leaf.issuer), ()):
+            if issued(leaf, candidate, sha1=sha1):
+                return (candidate,)
+        return self._offered_path(leaf, offered, MAX_INTERMEDIATE_DEPTH, sha1)
+
+    def _offered_path(
         self,
         cert: x509.Certificate,
         offered: Sequence[x509.Certificate],
         depth: int,
-        sha1: bool = False,
-    ) -> x509.Certificate | None:
+        sha1: bool,
+    ) -> tuple[x509.Certificate, ...]:
         if depth == 0:
-            return None
+            return ()
         wanted = name_key(cert.issuer)
         for candidate in offered:
             if candidate == cert or name_key(candidate.subject) != wanted:
                 continue
             if not (is_ca(candidate) and issued(cert, candidate, sha1=sha1)):
                 continue
-            if self.find_issuer(candidate, ()) is not None:
-                return candidate
-            if self._find_offered_issuer(candidate, offered, depth - 1) is not None:
-                return candidate
-        return None
+            for above in self._by_subject.get(name_key(candidate.issuer), ()):
+                if issued(candidate, above, sha1=sha1):
+                    return (candidate, above)
+            rest = self._offered_path(candidate, offered, depth - 1, sha1)
+            if rest:
+                return (candidate, *rest)
+        return ()
+
+
+def weak_link(
+    leaf: x509.Certificate, path: Sequence[x509.Certificate]
+) -> tuple[x509.Certificate, x509.Certificate] | None:
+    """The first certificate on `leaf`'s path whose signature is SHA-1, and its signer."""
+    for cert, signer in zip((leaf, *path), path, strict=False):
+        if signed_with_sha1(cert):
+            return cert, signer
+    return None
 
 
 def is_ca(cert: x509.Certificate) -> bool:

@@ -82,16 +82,31 @@ class OpensslCa:
         if done.returncode != 0:
             raise RuntimeError(f"openssl ca {' '.join(args)} failed: {done.stderr}")
 
-    def issue(self, name: str, *, md: str = "sha256", ocsp_url: str | None = None) -> Identity:
-        """A TLS client certificate for CN=`name` on a fresh P-256 key, signed by
-        `openssl ca -md MD` (recorded as valid in the index)."""
+    def issue(
+        self,
+        name: str,
+        *,
+        md: str = "sha256",
+        ocsp_url: str | None = None,
+        crl_url: str | None = None,
+        usage: str = "clientAuth",
+        ca: bool = False,
+    ) -> Identity:
+        """A certificate for CN=`name` on a fresh P-256 key, signed by `openssl ca -md MD`
+        (recorded as valid in the index): a TLS client by default, an OCSP responder with
+        `usage="OCSPSigning"`, an intermediate CA with `ca=True`."""
         key, csr, cert = (self.directory / f"{name}.{ext}" for ext in ("key", "csr", "pem"))
         extensions = self.directory / f"{name}.ext"
         aia = f"authorityInfoAccess = OCSP;URI:{ocsp_url}\n" if ocsp_url else ""
+        aia += f"crlDistributionPoints = URI:{crl_url}\n" if crl_url else ""
+        role = (
+            "basicConstraints = critical, CA:TRUE\nkeyUsage = critical, keyCertSign, cRLSign\n"
+            if ca
+            else "basicConstraints = critical, CA:FALSE\nkeyUsage = critical, digitalSignature\n"
+            f"extendedKeyUsage = {usage}\n"
+        )
         extensions.write_text(
-            "basicConstraints = critical, CA:FALSE\nkeyUsage = critical, digitalSignature\n"
-            "extendedKeyUsage = clientAuth\nsubjectKeyIdentifier = hash\n"
-            f"authorityKeyIdentifier = keyid\n{aia}"
+            f"{role}subjectKeyIdentifier = hash\nauthorityKeyIdentifier = keyid\n{aia}"
         )
         _openssl(
             "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
@@ -107,6 +122,22 @@ class OpensslCa:
         chain = tuple(c for c in (self.issuer.cert, *self.issuer.chain) if c.issuer != c.subject)
         return Identity(leaf, private, chain)
 
+    def respond(
+        self, request_der: bytes, *, signer: Identity | None = None, md: str = "sha256"
+    ) -> bytes:
+        """The response `openssl ocsp` gives to a request, offline (`-reqin`/`-respout`), signed
+        by `signer` (default: the CA's delegated responder) with digest `md` (`-rmd`)."""
+        signer_cert, signer_key = (signer or self.signer).write(self.directory, "respond-signer")
+        d = self.directory
+        request, response = d / "request.der", d / "response.der"
+        request.write_bytes(request_der)
+        _openssl(
+            "ocsp", "-index", str(d / "index.txt"), "-CA", str(d / "ca.pem"),
+            "-rsigner", str(signer_cert), "-rkey", str(signer_key), "-rmd", md, "-nmin", "5",
+            "-reqin", str(request), "-respout", str(response),
+        )  # fmt: skip
+        return response.read_bytes()
+
     def add_valid(self, identity: Identity) -> None:
         """Record the certificate as issued and valid (`openssl ca -valid`)."""
         self._ca("-valid", str(self._cert_file(identity)))
@@ -115,20 +146,32 @@ class OpensslCa:
         """Revoke the certificate (`openssl ca -revoke`); restart the responder to serve it."""
         self._ca("-revoke", str(self._cert_file(identity)), "-crl_reason", reason)
 
-    def gencrl(self, path: Path, days: int = 1) -> Path:
-        """Write the CA's CRL (`openssl ca -gencrl`), PEM."""
-        self._ca("-gencrl", "-out", str(path), "-crldays", str(days))
+    def gencrl(self, path: Path, days: int = 1, md: str = "sha256") -> Path:
+        """Write the CA's CRL (`openssl ca -gencrl -md MD`), PEM."""
+        self._ca("-gencrl", "-md", md, "-out", str(path), "-crldays", str(days))
         return path
 
 
 class OpensslResponder:
     """`openssl ocsp` on 127.0.0.1, signing with a delegated responder certificate."""
 
-    def __init__(self, ca: OpensslCa, log_path: Path, next_update_minutes: int = 5) -> None:
+    def __init__(
+        self,
+        ca: OpensslCa,
+        log_path: Path,
+        next_update_minutes: int = 5,
+        *,
+        signer: Identity | None = None,
+        md: str = "sha256",
+    ) -> None:
+        """`signer`: the responder's certificate (default: the CA's delegated responder);
+        `md`: the digest it signs answers with (`-rmd`)."""
         self.ca = ca
         self.port = free_port()
         self.log_path = log_path
         self.next_update_minutes = next_update_minutes
+        self.signer = signer
+        self.md = md
         self.process: Process | None = None
 
     @property
@@ -137,9 +180,12 @@ class OpensslResponder:
 
     def start(self) -> OpensslResponder:
         d = self.ca.directory
+        signer, signer_key = d / "ocsp-signer.pem", d / "ocsp-signer.key"
+        if self.signer is not None:
+            signer, signer_key = self.signer.write(d, f"responder-{self.port}")
         argv = [
             "openssl", "ocsp", "-index", str(d / "index.txt"), "-port", str(self.port),
-            "-rsigner", str(d / "ocsp-signer.pem"), "-rkey", str(d / "ocsp-signer.key"),
+            "-rsigner", str(signer), "-rkey", str(signer_key), "-rmd", self.md,
             "-CA", str(d / "ca.pem"), "-nmin", str(self.next_update_minutes), "-ignore_err",
         ]  # fmt: skip
         self.log_path.write_text("")

@@ -12,9 +12,12 @@ import datetime as dt
 from dataclasses import dataclass
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import CRLEntryExtensionOID, ExtensionOID
 
 from authz.core.names import name_key
+from authz.core.trust import verify_signature
 from authz.revocation.status import (
     CertStatus,
     RevocationError,
@@ -78,21 +81,15 @@ def verify_crl(
     *,
     skew: dt.timedelta = dt.timedelta(seconds=300),
     max_age: dt.timedelta = dt.timedelta(hours=24),
+    allow_sha1: bool = False,
 ) -> CrlIndex:
-    """Verify `data` as `issuer`'s complete CRL and index it; raises RevocationError."""
+    """Verify `data` as `issuer`'s complete CRL and index it; raises RevocationError. A SHA-1
+    signature is verified like any other, then refused as weak_signature_algorithm unless
+    `allow_sha1` (cryptography's own check refuses SHA-1 without saying so)."""
     crl = load_crl(data)
     if name_key(crl.issuer) != name_key(issuer.subject):
         raise RevocationError(RevocationFailure.UNAUTHORIZED_SIGNER, "the CRL is not this issuer's")
-    try:
-        valid = crl.is_signature_valid(issuer.public_key())  # type: ignore[arg-type]
-    except (TypeError, ValueError) as e:
-        raise RevocationError(
-            RevocationFailure.BAD_SIGNATURE, f"cannot verify the CRL ({e})"
-        ) from None
-    if not valid:
-        raise RevocationError(
-            RevocationFailure.BAD_SIGNATURE, "the CRL's signature does not verify"
-        )
+    _check_signature(crl, issuer, allow_sha1)
     _check_extensions(crl)
     this_update, next_update = crl.last_update_utc, crl.next_update_utc
     valid_until = check_freshness(this_update, next_update, now, skew, max_age)
@@ -109,6 +106,26 @@ def verify_crl(
                 reason = extension.value.reason.value
         revoked[entry.serial_number] = (entry.revocation_date_utc, reason)
     return CrlIndex(revoked, this_update, next_update, valid_until)
+
+
+def _check_signature(
+    crl: x509.CertificateRevocationList, issuer: x509.Certificate, allow_sha1: bool
+) -> None:
+    try:
+        algorithm = crl.signature_hash_algorithm
+        if isinstance(algorithm, hashes.SHA1):
+            verify_signature(issuer.public_key(), crl.signature, crl.tbs_certlist_bytes, algorithm)
+        elif not crl.is_signature_valid(issuer.public_key()):  # type: ignore[arg-type]
+            raise InvalidSignature
+    except (InvalidSignature, UnsupportedAlgorithm, TypeError, ValueError):
+        raise RevocationError(
+            RevocationFailure.BAD_SIGNATURE, "the CRL's signature does not verify"
+        ) from None
+    if not allow_sha1 and isinstance(algorithm, hashes.SHA1):
+        raise RevocationError(
+            RevocationFailure.WEAK_SIGNATURE,
+            "the CRL is signed with SHA-1 (allow_sha1_signatures)",
+        )
 
 
 def _check_extensions(crl: x509.CertificateRevocationList) -> None:

@@ -52,6 +52,8 @@ class CrlConfig:
     """Where a distribution point may point: the same list as for OCSP."""
     timeout: float = 4.0
     """Seconds one CRL download may take."""
+    allow_sha1: bool = False
+    """Accept SHA-1-signed CRLs."""
 
 
 class CrlChecker:
@@ -122,6 +124,7 @@ class CrlChecker:
                 self._now(),
                 skew=dt.timedelta(seconds=config.skew),
                 max_age=dt.timedelta(seconds=config.max_age),
+                allow_sha1=config.allow_sha1,
             )
 
         shared = SharedKey(

@@ -209,9 +209,11 @@ class SourceLoader:
             try:
                 answer = verify(body)
             except Exception as error:
-                self._unusable(url)
                 if isinstance(error, RevocationError):
+                    if error.failure is not RevocationFailure.WEAK_SIGNATURE:  # not a fault
+                        self._unusable(url)  # of the source's health: its signer is weak
                     raise
+                self._unusable(url)
                 raise verification_failure(error) from None
         except RevocationError as error:
             latency = time.monotonic() - started

@@ -18,8 +18,8 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import ExtendedKeyUsageOID, OCSPExtensionOID
 
-from authz.core.names import name_key
-from authz.core.trust import issued, verify_signature
+from authz.core.names import display, name_key
+from authz.core.trust import issued, signature_algorithm_name, signed_with_sha1, verify_signature
 from authz.revocation.status import (
     CertStatus,
     RevocationError,
@@ -118,16 +118,19 @@ def verify_response(
     skew: dt.timedelta = dt.timedelta(seconds=300),
     max_age: dt.timedelta = dt.timedelta(seconds=300),
     max_response_age: float = 0.0,
+    allow_sha1: bool = False,
 ) -> RevocationStatus:
     """Verify `der` as the answer to `query` about a certificate issued by `issuer`.
 
     `max_response_age` (seconds, 0 for none) bounds how old thisUpdate may be even when nextUpdate
     is far off: without a nonce, an on-path attacker can replay an old signed "good" until its
-    nextUpdate (`openssl ocsp -status_age` is the same bound)."""
+    nextUpdate (`openssl ocsp -status_age` is the same bound). `allow_sha1`: accept SHA-1
+    signatures, on the response and on a delegated responder's certificate (verified with the
+    signer's key like any other); without it, either is refused as weak_signature_algorithm."""
     response = _parse(der)
     signer = find_signer(response, issuer)
-    _check_signer_authorized(signer, issuer)
-    check_signature(response, signer)
+    _check_signer_authorized(signer, issuer, allow_sha1)
+    check_signature(response, signer, allow_sha1)
     _check_critical_extensions(response.extensions, "response")
     _check_nonce(response, query.nonce)
     single = _matching_single_response(response, query.cert_id)
@@ -178,11 +181,13 @@ def _key_hash(cert: x509.Certificate) -> bytes:
     return x509.SubjectKeyIdentifier.from_public_key(cert.public_key()).digest
 
 
-def _check_signer_authorized(signer: x509.Certificate, issuer: x509.Certificate) -> None:
+def _check_signer_authorized(
+    signer: x509.Certificate, issuer: x509.Certificate, allow_sha1: bool = False
+) -> None:
     """The issuer itself, or a delegate it issued for OCSP signing."""
     if signer == issuer:
         return
-    if not issued(signer, issuer):
+    if not issued(signer, issuer, sha1=True):
         raise RevocationError(
             RevocationFailure.UNAUTHORIZED_SIGNER,
             "the signing certificate was not issued by the CA",
@@ -194,6 +199,12 @@ def _check_signer_authorized(signer: x509.Certificate, issuer: x509.Certificate)
     if ExtendedKeyUsageOID.OCSP_SIGNING not in usages:
         raise RevocationError(
             RevocationFailure.UNAUTHORIZED_SIGNER, "the signing certificate lacks id-kp-OCSPSigning"
+        )
+    if not allow_sha1 and signed_with_sha1(signer):
+        raise RevocationError(
+            RevocationFailure.WEAK_SIGNATURE,
+            f"the delegated responder certificate {display(signer.subject)} is signed with "
+            f"{signature_algorithm_name(signer)} by the CA (allow_sha1_signatures)",
         )
 
 
@@ -207,18 +218,23 @@ def _check_signer_valid(
         )
 
 
-def check_signature(response: ocsp.OCSPResponse, signer: x509.Certificate) -> None:
+def check_signature(
+    response: ocsp.OCSPResponse, signer: x509.Certificate, allow_sha1: bool = False
+) -> None:
     try:
+        algorithm = response.signature_hash_algorithm
         verify_signature(
-            signer.public_key(),
-            response.signature,
-            response.tbs_response_bytes,
-            response.signature_hash_algorithm,
+            signer.public_key(), response.signature, response.tbs_response_bytes, algorithm
         )
     except (InvalidSignature, UnsupportedAlgorithm, TypeError, ValueError) as e:
         raise RevocationError(
             RevocationFailure.BAD_SIGNATURE, f"signature does not verify ({e!r})"
         ) from None
+    if not allow_sha1 and isinstance(algorithm, hashes.SHA1):
+        raise RevocationError(
+            RevocationFailure.WEAK_SIGNATURE,
+            "the OCSP response is signed with SHA-1 (allow_sha1_signatures)",
+        )
 
 
 def _check_critical_extensions(extensions: x509.Extensions, where: str) -> None:

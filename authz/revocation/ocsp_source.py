@@ -63,6 +63,8 @@ class OcspConfig:
     """How old an answer's thisUpdate may be, in seconds; 0: no bound but nextUpdate."""
     timeout: float = 2.0
     """Seconds one request to the responder may take."""
+    allow_sha1: bool = False
+    """Accept SHA-1 signatures on answers and delegated responder certificates."""
 
 
 class OcspChecker:
@@ -174,6 +176,7 @@ class OcspChecker:
                 skew=dt.timedelta(seconds=config.skew),
                 max_age=dt.timedelta(seconds=config.max_age),
                 max_response_age=config.max_response_age,
+                allow_sha1=config.allow_sha1,
             )
 
         cert_id = query.cert_id

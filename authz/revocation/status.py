@@ -39,6 +39,7 @@ class RevocationFailure(StrEnum):
     BAD_VALIDITY = "bad_validity"
     NONCE_MISMATCH = "nonce_mismatch"
     CRITICAL_EXTENSION = "critical_extension"
+    WEAK_SIGNATURE = "weak_signature_algorithm"  # SHA-1, refused unless allow_sha1_signatures
     UNSUPPORTED = "unsupported"
     # Transport failures, raised by the fetcher.
     HTTP_ERROR = "http_error"

@@ -257,8 +257,9 @@ class Settings:
         "Which XFCC element the gateway added: first (SANITIZE_SET), or last (APPEND_FORWARD "
         "behind trusted proxies; then no element may carry URI or DNS).")
     allow_sha1_signatures: bool = setting(
-        False, "Accept a client certificate signed with SHA-1 by a trusted CA (verified with the "
-        "CA's key; nothing else relaxed). Off: such certificates get weak_signature_algorithm.")
+        False, "Accept SHA-1 signatures — on client and intermediate certificates, delegated OCSP "
+        "responder certificates, OCSP responses and CRLs — verified with the signer's key like "
+        "any other. Off: each is refused as weak_signature_algorithm, naming which.")
     cert_header: str = setting(
         "X-Client-Cert", "Upstream header that carries the client certificate.",
         check=_check_header)
@@ -382,6 +383,7 @@ class Settings:
             allowed_hosts=self.revocation_allowed_hosts,
             max_response_age=self.ocsp_max_response_age,
             timeout=self.ocsp_timeout,
+            allow_sha1=self.allow_sha1_signatures,
         )
 
     @functools.cached_property
@@ -393,6 +395,7 @@ class Settings:
             overrides=self.crl_urls.by_issuer,
             allowed_hosts=self.revocation_allowed_hosts,
             timeout=self.crl_timeout,
+            allow_sha1=self.allow_sha1_signatures,
         )
 
 
