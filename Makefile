@@ -68,8 +68,8 @@ $(K8S_MODELS_STAMP): tests/k8s_models/package.json tests/k8s_models/package-lock
 	touch $@
 
 test: lint k8s-models test-image
-	MTLS_AUTHZ_K8S_MODELS="$(K8S_MODELS)" MTLS_AUTHZ_TEST_ENVOYS="$(BIN)/envoy $(ENVOY_OLDEST_DIR)/envoy/_bin/envoy" \
-		MTLS_AUTHZ_TEST_IMAGE="$(TEST_IMAGE)" $(BIN)/pytest
+	AUTHZ_TEST_K8S_MODELS="$(K8S_MODELS)" AUTHZ_TEST_ENVOYS="$(BIN)/envoy $(ENVOY_OLDEST_DIR)/envoy/_bin/envoy" \
+		AUTHZ_TEST_IMAGE="$(TEST_IMAGE)" $(BIN)/pytest
 
 unit: install
 	$(BIN)/pytest tests/unit

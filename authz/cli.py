@@ -179,6 +179,8 @@ def _serve(args: argparse.Namespace, argv: list[str]) -> int:
     logs.configure(settings.log_level, settings.log_format)
     for warning in settings.deprecations:
         log.warning("deprecated configuration: %s", warning)
+    for warning in settings.warnings:
+        log.warning("configuration: %s", warning)
     if settings.workers > 1:
         from authz.service.app import load_state
         from authz.service.workers import Supervisor
@@ -208,7 +210,7 @@ def _validate_config(path: Path) -> int:
     except (ConfigError, TrustBundleError, ValueError) as e:
         print(f"{path}: invalid: {e}", file=sys.stderr)
         return EXIT_CONFIG_ERROR
-    warnings = (*settings.deprecations, *issuer_warnings(settings, state))
+    warnings = (*settings.deprecations, *settings.warnings, *issuer_warnings(settings, state))
     for warning in warnings:
         print(f"{path}: warning: {warning}", file=sys.stderr)
     count = len(state.trust.certificates)

@@ -19,6 +19,11 @@ class Presented:
     chain_hint: str = ""
     """XFCC text in which the client's chain for this leaf is found (candidate intermediates
     and the chain identity headers): Envoy's whole header, or just the element used."""
+    peer: bool = True
+    """The leaf is the certificate of the TLS peer Envoy verified on this connection: the key
+    Envoy's verdict cache uses. A leaf from XFCC is only when Envoy also sent its peer
+    certificate and it is the same one; otherwise the TLS peer may be a proxy in front of
+    many clients, and a verdict replayed under its key would be replayed for all of them."""
 
 
 class CertificateSource(Protocol):

@@ -28,6 +28,7 @@ In the element used, the Cert must be there and its SHA-256 must be the Hash Env
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from enum import StrEnum
 
@@ -116,7 +117,7 @@ def _parse(header: str, rule: XfccElement) -> Presented | Refusal:
     if leaf.fingerprint(hashes.SHA256()).hex() != digest:
         return _invalid("the element's Hash is not the SHA-256 of its Cert")
     chain = found.get("chain", "")
-    return Presented(cert, f'Hash={digest};Chain="{chain}"' if chain else "")
+    return Presented(cert, f'Hash={digest};Chain="{chain}"' if chain else "", peer=False)
 
 
 def _first_element(header: str) -> dict[str, str] | str:
@@ -196,9 +197,11 @@ class XfccCertificate:
 
     def present(self, request: CheckInput) -> Presented:
         found = _presented(request.xfcc, self.rule)
-        if isinstance(found, Presented):
-            return found
-        raise Denied(*found)
+        if not isinstance(found, Presented):
+            raise Denied(*found)
+        if found.peer != (found.field == request.certificate):  # Envoy's own peer certificate?
+            found = dataclasses.replace(found, peer=not found.peer)
+        return found
 
     def leaf(self, presented: Presented) -> x509.Certificate:
         return decode_source_certificate(presented.field)

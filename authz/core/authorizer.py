@@ -132,6 +132,7 @@ def apply_outcome(decision: Decision, outcome: RevocationOutcome, mode: Revocati
         upstream_headers=_GOOD,
         revocation="good",
         answer_valid_until=status.valid_until,
+        replayable=decision.replayable,
     )
 
 

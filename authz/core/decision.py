@@ -6,6 +6,7 @@ other than Denied escaping from here is a bug; the servicer turns it into `inter
 
 from __future__ import annotations
 
+import dataclasses
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -44,6 +45,9 @@ class Decision:
     """Until when the revocation answer this verdict rests on is valid (for the verdict cache)."""
     audit_reason: Reason | None = None
     """Audit mode: the request is let through, but this is why it would have been refused."""
+    replayable: bool = True
+    """Envoy's verdict cache may replay this verdict: it keys on the TLS peer's certificate,
+    and that is the certificate decided on (see `Presented.peer`)."""
 
     @classmethod
     def deny(cls, denied: Denied, leaf: x509.Certificate | None = None) -> Decision:
@@ -119,7 +123,14 @@ def decide(check: CheckInput, state: State, now: datetime) -> Decision:
     try:
         presented = state.source.present(check)
     except Denied as denied:
-        return Decision.deny(denied)
+        # No certificate of the TLS peer's was decided on: nothing to replay under its key.
+        return dataclasses.replace(Decision.deny(denied), replayable=False)
+    if not presented.peer:
+        return dataclasses.replace(_decide(presented, state, now), replayable=False)
+    return _decide(presented, state, now)
+
+
+def _decide(presented: Presented, state: State, now: datetime) -> Decision:
     field, hint = presented.field, presented.chain_hint
     verified = state.memo.get(field, hint)
     if verified is None:

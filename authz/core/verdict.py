@@ -210,7 +210,7 @@ class VerdictRules:
 
 def verdict_ttl(decision: Decision, now: datetime, limit: float) -> int:
     """Whole seconds Envoy may replay this verdict (0: ask every time)."""
-    if limit <= 0 or decision.audit_reason is not None:
+    if limit <= 0 or decision.audit_reason is not None or not decision.replayable:
         return 0
     if not decision.allowed:
         return 0 if decision.reason in TRANSIENT or decision.reason is None else int(limit)

@@ -10,6 +10,7 @@ names are still read, with a deprecation warning.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import functools
 import ipaddress
 import re
@@ -19,7 +20,7 @@ from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import yaml
 
@@ -94,14 +95,29 @@ def _check_store_url(value: str) -> str | None:
     return None
 
 
+# Query parameters redis-py reads credentials from (`?password=`, and the user name beside it).
+_SECRET_PARAMETERS = frozenset({"password"})
+
+
 def redact_url(value: str) -> str:
-    """A URL as logs may show it: without its password."""
-    parts = urlsplit(value)
-    if parts.password is None:
-        return value
-    user = parts.username or ""
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+    """A URL as logs may show it: without its password, wherever the URL form puts it (before
+    the host, or as a `password` query parameter)."""
+    try:
+        parts = urlsplit(value)
+        password = parts.password
+    except ValueError:  # not a URL we can take apart: show none of it
+        return "***"
+    if password is not None:
+        user = parts.username or ""
+        host = parts.netloc.rpartition("@")[2]
+        parts = parts._replace(netloc=f"{user}:***@{host}")
+    if parts.query:
+        query = [
+            (name, "***" if name.lower() in _SECRET_PARAMETERS else item)
+            for name, item in parse_qsl(parts.query, keep_blank_values=True)
+        ]
+        parts = parts._replace(query=urlencode(query, safe="*"))
+    return urlunsplit(parts)
 
 
 def _check_header(value: str) -> str | None:
@@ -352,6 +368,8 @@ class Settings:
     """Every policy, parsed once: `default` is the top-level settings unless named so."""
     deprecations: tuple[str, ...] = field(default=(), compare=False)
     """Old key names this configuration used, each with its new name."""
+    warnings: tuple[str, ...] = field(default=(), compare=False)
+    """What the sources hold that is not a setting (misspelt variables)."""
 # fmt: on
 
     def redacted(self) -> dict[str, Any]:
@@ -482,6 +500,10 @@ OPTIONS_BY_KEY = {option.key: option for option in OPTIONS}
 ALIASES = {alias: option.key for option in OPTIONS for alias in option.aliases}
 
 
+# MTLS_AUTHZ_ variables that are not settings, set by the service for itself.
+INTERNAL_ENV = frozenset({"MTLS_AUTHZ_WORKER_DIR"})
+
+
 def load_settings(
     config_path: Path | None,
     env: Mapping[str, str],
@@ -489,33 +511,42 @@ def load_settings(
 ) -> Settings:
     """Merge the sources, validate and parse every key, and return Settings or raise ConfigError.
 
-    `flags` is keyed by setting name (old names included)."""
+    `flags` is keyed by setting name (old names included). A setting given under its old name
+    and under its new one, in any sources, is an error (which one was meant?); so is a key given
+    twice in the file."""
     deprecated: list[str] = []
     raw: dict[str, tuple[Any, str]] = {o.key: (o.default, "default") for o in OPTIONS}
-    if config_path is not None:
-        document = read_config_file(config_path)
-        for key, value in document.items():
-            if key in ALIASES and ALIASES[key] in document:
-                raise ConfigError(
-                    f"{config_path}: give {ALIASES[key]} only ({key} is its old name)"
-                )
-            raw[_current(key, str(config_path), deprecated)] = (value, str(config_path))
+    named: dict[str, dict[str, list[str]]] = {o.key: {"new": [], "old": []} for o in OPTIONS}
+    document = read_config_file(config_path) if config_path is not None else {}
+    for key, value in document.items():
+        current = _current(key, str(config_path), deprecated)
+        raw[current] = (value, str(config_path))
+        named[current]["old" if key in ALIASES else "new"].append(f"{key} in {config_path}")
     for option in OPTIONS:
         for alias in option.aliases:
             old_env = ENV_PREFIX + alias.upper()
-            if old_env in env and option.env_name not in env:
+            if old_env in env:
                 raw[option.key] = (env[old_env], old_env)
+                named[option.key]["old"].append(old_env)
                 deprecated.append(f"{old_env} is deprecated; use {option.env_name}")
-            if flags.get(alias) is not None and flags.get(option.key) is None:
+            if flags.get(alias) is not None:
                 raw[option.key] = (flags[alias], _flag(alias))
+                named[option.key]["old"].append(_flag(alias))
                 deprecated.append(f"{_flag(alias)} is deprecated; use {option.flag_name}")
         if option.env_name in env:
             raw[option.key] = (env[option.env_name], option.env_name)
+            named[option.key]["new"].append(option.env_name)
         flag_value = flags.get(option.key)
         if flag_value is not None:
             raw[option.key] = (flag_value, option.flag_name)
+            named[option.key]["new"].append(option.flag_name)
+    problems = [
+        f"{key}: given as {', '.join(names['new'])} and by its old name as "
+        f"{', '.join(names['old'])}; give {key} only"
+        for key, names in named.items()
+        if names["new"] and names["old"]
+    ]
     values: dict[str, Any] = {}
-    problems: list[str] = []
     for key, (value, source) in raw.items():
         try:
             values[key] = _coerce(OPTIONS_BY_KEY[key], value, source)
@@ -530,7 +561,21 @@ def load_settings(
         problems.append("listen, http_listen: at least one transport must listen")
     if problems:
         raise ConfigError("; ".join(problems))
-    return Settings(**values, deprecations=tuple(deprecated))
+    return Settings(
+        **values, deprecations=tuple(deprecated), warnings=tuple(unknown_variables(env))
+    )
+
+
+def unknown_variables(env: Mapping[str, str]) -> list[str]:
+    """`MTLS_AUTHZ_*` variables that name no setting (a misspelling is otherwise silent)."""
+    known = {o.env_name for o in OPTIONS} | {ENV_PREFIX + a.upper() for a in ALIASES}
+    found = []
+    for name in sorted(env):
+        if name.startswith(ENV_PREFIX) and name not in known and name not in INTERNAL_ENV:
+            close = difflib.get_close_matches(name, sorted(known), n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            found.append(f"{name} is not a setting and is ignored{hint}")
+    return found
 
 
 def _current(key: str, source: str, deprecated: list[str]) -> str:
@@ -554,6 +599,26 @@ def route_policies(
     return parse_policies(values["policies"], defaults, deprecated)
 
 
+class _DuplicateKey(yaml.YAMLError):
+    pass
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a mapping that gives a key twice (PyYAML keeps the last
+    silently: `revocation_mode: require` then `revocation_mode: off` would mean off)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                first = seen[key]
+                raise _DuplicateKey(f"line {line}: {key} is given twice (first on line {first})")
+            seen[key] = line
+        return super().construct_mapping(node, deep)
+
+
 def read_config_file(path: Path) -> dict[str, Any]:
     try:
         with path.open("rb") as f:
@@ -563,7 +628,9 @@ def read_config_file(path: Path) -> dict[str, Any]:
     if len(data) > MAX_CONFIG_BYTES:
         raise ConfigError(f"{path}: larger than {MAX_CONFIG_BYTES} bytes")
     try:
-        document = yaml.safe_load(data)
+        document = yaml.load(data, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader
+    except _DuplicateKey as e:
+        raise ConfigError(f"{path}: {e}") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {e}") from e
     if document is None:
@@ -571,10 +638,19 @@ def read_config_file(path: Path) -> dict[str, Any]:
     if not isinstance(document, dict):
         raise ConfigError(f"{path}: expected a mapping of keys to values at the top level")
     for key in document:
+        if key in ALIASES and ALIASES[key] in document:
+            raise ConfigError(f"{path}: give {ALIASES[key]} only ({key} is its old name)")
         if key not in OPTIONS_BY_KEY and key not in ALIASES:
-            known = ", ".join(OPTIONS_BY_KEY)
-            raise ConfigError(f"{path}: unknown key {key!r} (known keys: {known})")
+            raise ConfigError(f"{path}: unknown key {key!r}{_did_you_mean(str(key))}")
     return document
+
+
+def _did_you_mean(key: str) -> str:
+    """A suggestion for a misspelt key, or where the list of keys is."""
+    close = difflib.get_close_matches(key, [*OPTIONS_BY_KEY, *ALIASES], n=1)
+    if close:
+        return f"; did you mean {close[0]!r}?"
+    return " (`mtls-authz serve --help` lists every key)"
 
 
 def _coerce(option: Option, value: Any, source: str) -> Any:

@@ -20,8 +20,8 @@ from tests.ocsp_responder import OcspResponder
 
 
 def envoy_binaries() -> list[str]:
-    """`MTLS_AUTHZ_TEST_ENVOYS` (space-separated paths; `make test` sets the oldest and newest)."""
-    return os.environ.get("MTLS_AUTHZ_TEST_ENVOYS", "").split() or [default_envoy()]
+    """`AUTHZ_TEST_ENVOYS` (space-separated paths; `make test` sets the oldest and newest)."""
+    return os.environ.get("AUTHZ_TEST_ENVOYS", "").split() or [default_envoy()]
 
 
 def envoy_version(binary: str) -> str:

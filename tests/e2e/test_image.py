@@ -5,7 +5,7 @@ Deployment mounts it; a real Envoy in front and curl with client certificates fr
 checked by `openssl ocsp`, get good → 200 and revoked → 400 from outside the container. The
 image runs as uid 10001, holds no compiler and leaves its user nothing to write.
 
-`make test` builds the image and names it in MTLS_AUTHZ_TEST_IMAGE; without it these tests are
+`make test` builds the image and names it in AUTHZ_TEST_IMAGE; without it these tests are
 skipped (they need buildah and the image, which a bare `pytest` has not built).
 """
 
@@ -38,12 +38,12 @@ from tests.e2e.test_kubernetes import container as k8s_container
 from tests.e2e.test_kubernetes import kustomize
 
 REPO = Path(__file__).resolve().parents[2]
-IMAGE = os.environ.get("MTLS_AUTHZ_TEST_IMAGE", "")
+IMAGE = os.environ.get("AUTHZ_TEST_IMAGE", "")
 CONFIG_DIR = "/etc/mtls-authz"
 BUILDAH_TIMEOUT = 120
 
 pytestmark = pytest.mark.skipif(
-    not IMAGE, reason="MTLS_AUTHZ_TEST_IMAGE names no image (`make test` builds one)"
+    not IMAGE, reason="AUTHZ_TEST_IMAGE names no image (`make test` builds one)"
 )
 
 

@@ -19,7 +19,7 @@ from tests.e2e.test_kubernetes import KUBERNETES_VERSIONS, authz_env, find, kust
 
 REPO = Path(__file__).resolve().parents[2]
 INTEGRATIONS = REPO / "deploy" / "integrations"
-MODELS = Path(os.environ.get("MTLS_AUTHZ_K8S_MODELS", REPO / ".venv" / "k8s-models"))
+MODELS = Path(os.environ.get("AUTHZ_TEST_K8S_MODELS", REPO / ".venv" / "k8s-models"))
 EXPECTED_SOURCE = {
     "istio": CertificateSourceKind.XFCC,
     "envoy-gateway": CertificateSourceKind.XFCC,

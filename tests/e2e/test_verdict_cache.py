@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 import urllib.request
@@ -10,16 +11,21 @@ from pathlib import Path
 
 import pytest
 import yaml
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from authz.demo import envoy_config
 from authz.demo.envoy_config import SHIPPED_ENVOY_DIR
 from authz.demo.openssl_ocsp import OpensslCa, OpensslResponder
-from authz.demo.pki import LabPki
+from authz.demo.pki import Identity, LabPki
 from authz.demo.stack import LocalStack
 from tests.ocsp_responder import Mode, OcspResponder
-from tests.support import edited_template, gateway_hcm, http_variant
+from tests.support import edited_template, envoy_xfcc_element, gateway_hcm, http_variant
 
 CACHED = SHIPPED_ENVOY_DIR / "envoy-cached.yaml"
+
+
+def der(identity: Identity) -> str:
+    return base64.b64encode(identity.cert.public_bytes(Encoding.DER)).decode()
 
 
 def ext_authz_stats(stack: LocalStack) -> dict[str, int]:
@@ -316,3 +322,86 @@ def test_the_cache_replays_verdicts_decided_over_http_too(
         assert first.status == again.status == 400 and first.body == again.body
         assert again.headers["x-mtls-authz-reason"] == "certificate_revoked"
         assert ext_authz_stats(stack)["denied"] == 1  # the second was answered by the Lua
+
+
+# -- upgrades and combinations that must not fail open ----------------------------------------
+
+
+def first_published_gate(config: dict[str, object]) -> None:
+    """envoy-cached.yaml as first published: ext_authz ran only on requests the script marked
+    `check`; today's config runs it on every request not marked `replayed`."""
+    for entry in gateway_hcm(config)["http_filters"]:
+        if entry["name"] == "envoy.filters.http.ext_authz":
+            entry["typed_config"]["filter_enabled_metadata"] = {
+                "filter": "mtls_authz.verdict_cache",
+                "path": [{"key": "check"}],
+                "value": {"bool_match": True},
+            }
+
+
+def test_todays_script_under_the_first_config_still_checks_every_request(
+    envoy: str, pki: LabPki, fresh_responder: OcspResponder, tmp_path: Path
+) -> None:
+    """An operator who upgrades the script before the config: the revoked client is refused,
+    a returning good client is replayed, a fresh one is checked."""
+    template = edited_template(CACHED, tmp_path / "first.yaml", first_published_gate)
+    revoked, good = pki.client("vc-old-revoked"), pki.client("vc-old-good")
+    fresh_responder.revoke(revoked.cert.serial_number)
+    with LocalStack(
+        tmp_path / "stack", pki, envoy_binary=envoy, envoy_template=template,
+        ocsp_override=fresh_responder.url,
+    ) as stack:  # fmt: skip
+        refused = stack.curl(revoked, "/old/revoked")
+        assert refused.status == 400 and refused.json()["error"] == "certificate_revoked"
+        assert stack.curl(good, "/old/good").status == 200
+        assert stack.curl(good, "/old/good").status == 200
+        stats = ext_authz_stats(stack)
+    assert (stats["denied"], stats["ok"], stats["disabled"]) == (1, 1, 1)
+
+
+def forward_proxys_xfcc(config: dict[str, object]) -> None:
+    """The gateway behind a trusted proxy: the proxy is the TLS peer and sends its clients'
+    XFCC, which the gateway forwards as it is."""
+    gateway_hcm(config)["forward_client_cert_details"] = "ALWAYS_FORWARD_ONLY"
+
+
+def test_behind_a_proxy_one_client_s_verdict_is_never_replayed_for_another(
+    envoy: str, pki: LabPki, fresh_responder: OcspResponder, tmp_path: Path
+) -> None:
+    """certificate_source: xfcc with the verdict cache, where the TLS peer is a proxy (curl here,
+    with the proxy's certificate): the script keys on the proxy's certificate, so mtls-authz
+    gives no verdict a ttl unless it decided on the TLS peer's own certificate."""
+    template = edited_template(CACHED, tmp_path / "proxied.yaml", forward_proxys_xfcc)
+    proxy, alice, mallory = (pki.client(f"vc-{n}") for n in ("proxy", "alice", "mallory"))
+    fresh_responder.revoke(mallory.cert.serial_number)
+    with LocalStack(
+        tmp_path / "stack", pki, envoy_binary=envoy, envoy_template=template,
+        ocsp_override=fresh_responder.url,
+        authz_args=["--certificate-source", "xfcc", "--verdict-cache-ttl", "30"],
+    ) as stack:  # fmt: skip
+        for client in (alice, mallory, alice, mallory):
+            header = f"X-Forwarded-Client-Cert: {envoy_xfcc_element(client.cert)}"
+            result = stack.curl(proxy, f"/proxied/{client.cert.serial_number}", headers=[header])
+            if client is alice:
+                assert result.status == 200
+                assert result.json()["headers"]["x-client-cert"] == [der(alice)]
+            else:
+                assert result.status == 400 and result.json()["error"] == "certificate_revoked"
+        stats = ext_authz_stats(stack)
+    assert (stats["ok"], stats["denied"], stats.get("disabled", 0)) == (2, 2, 0)
+
+
+def test_with_xfcc_from_envoy_itself_the_tls_peer_s_verdict_is_replayed(
+    envoy: str, pki: LabPki, fresh_responder: OcspResponder, tmp_path: Path
+) -> None:
+    """The sidecar: the XFCC element is Envoy's own for its TLS peer (and Envoy sends its peer
+    certificate too): the same certificate, so the verdict cache works as with `peer`."""
+    client = pki.client("vc-xfcc-self")
+    with LocalStack(
+        tmp_path, pki, envoy_binary=envoy, envoy_template=CACHED,
+        ocsp_override=fresh_responder.url,
+        authz_args=["--certificate-source", "xfcc", "--verdict-cache-ttl", "30"],
+    ) as stack:  # fmt: skip
+        assert stack.curl(client, "/self").status == stack.curl(client, "/self").status == 200
+        stats = ext_authz_stats(stack)
+    assert (stats["ok"], stats["disabled"]) == (1, 1)

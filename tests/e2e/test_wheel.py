@@ -69,7 +69,7 @@ def test_installed_from_the_wheel_the_demo_runs_from_anywhere(wheel: Path, tmp_p
     # Only Envoy and the system's tools on PATH: nothing of the checkout or its virtualenv.
     tools = tmp_path / "tools"
     tools.mkdir()
-    (tools / "envoy").symlink_to(os.environ.get("MTLS_AUTHZ_TEST_ENVOY") or default_envoy())
+    (tools / "envoy").symlink_to(os.environ.get("AUTHZ_TEST_ENVOY") or default_envoy())
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     env = {"PATH": f"{tools}:/usr/local/bin:/usr/bin:/bin", "HOME": str(tmp_path)}

@@ -234,13 +234,58 @@ def test_old_names_still_work_with_a_deprecation(tmp_path: Path, where: str, old
     assert f"{old} is deprecated; use {new[where]}" in "\n".join(settings.deprecations)
 
 
-def test_the_new_name_wins_and_both_in_one_file_is_an_error(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("file", "env", "flags"),
+    [
+        ("ocsp: off\nrevocation_mode: require\n", {}, {}),
+        ("", {"MTLS_AUTHZ_OCSP": "off", "MTLS_AUTHZ_REVOCATION_MODE": "soft-fail"}, {}),
+        ("", {}, {"ocsp": "off", "revocation_mode": "soft-fail"}),
+        ("revocation_mode: require\n", {"MTLS_AUTHZ_OCSP": "off"}, {}),
+        ("ocsp: off\n", {}, {"revocation_mode": "require"}),
+    ],
+    ids=["file", "env", "flags", "old-env-new-file", "old-file-new-flag"],
+)
+def test_an_old_and_a_new_name_together_are_an_error_wherever_they_come_from(
+    tmp_path: Path, file: str, env: dict[str, str], flags: dict[str, str]
+) -> None:
+    """An old-name variable left in the environment once turned revocation off under a file that
+    said `require`, with a deprecation warning only."""
+    base = {"trust_bundle": "/b", "allowed_issuers": [ISSUER], **flags}
+    config = write_config(tmp_path, file) if file else None
+    with pytest.raises(ConfigError, match="revocation_mode") as info:
+        load_settings(config, env, base)
+    assert "give revocation_mode only" in str(info.value)
+
+
+def test_a_key_given_twice_in_the_file_is_an_error_naming_both_lines(tmp_path: Path) -> None:
+    config = write_config(
+        tmp_path,
+        f"trust_bundle: /b\nallowed_issuers: ['{ISSUER}']\nrevocation_mode: require\n"
+        "revocation_mode: off\n",
+    )
+    with pytest.raises(
+        ConfigError, match=r"line 4: revocation_mode is given twice \(first on line 3\)"
+    ):
+        load_settings(config, {}, {})
+    nested = write_config(tmp_path, "policies:\n  a: {mode: audit, mode: enforce}\n")
+    with pytest.raises(ConfigError, match="mode is given twice"):
+        load_settings(nested, {}, {})
+
+
+def test_a_misspelt_variable_is_named_with_what_was_meant() -> None:
     base = {"trust_bundle": "/b", "allowed_issuers": [ISSUER]}
-    env = {"MTLS_AUTHZ_OCSP": "off", "MTLS_AUTHZ_REVOCATION_MODE": "soft-fail"}
-    assert load_settings(None, env, base).revocation_mode == "soft-fail"
-    both = write_config(tmp_path, "ocsp: off\nrevocation_mode: require\n")
-    with pytest.raises(ConfigError, match="give revocation_mode only"):
-        load_settings(both, {}, base)
+    env = {"MTLS_AUTHZ_OCSP_TIMOUT": "1", "MTLS_AUTHZ_WORKER_DIR": "/x", "OTHER": "y"}
+    settings = load_settings(None, env, base)
+    assert settings.warnings == (
+        "MTLS_AUTHZ_OCSP_TIMOUT is not a setting and is ignored "
+        "(did you mean MTLS_AUTHZ_OCSP_TIMEOUT?)",
+    )
+
+
+def test_an_unknown_key_suggests_the_closest(tmp_path: Path) -> None:
+    config = write_config(tmp_path, "ocsp_timout: 2\n")
+    with pytest.raises(ConfigError, match="unknown key 'ocsp_timout'; did you mean 'ocsp_timeout'"):
+        load_settings(config, {}, {})
 
 
 def test_a_policy_s_old_revocation_key_is_read_and_deprecated() -> None:
@@ -261,14 +306,25 @@ def test_every_key_is_declared_once_with_its_flag_and_env_name() -> None:
     assert OPTIONS_BY_KEY["revocation_mode"].choices == ("require", "soft-fail", "off")
 
 
-def test_the_shared_cache_url_is_checked_and_its_password_never_logged() -> None:
+@pytest.mark.parametrize(
+    "url",
+    [
+        "rediss://mtls-authz:s3cret@redis.cache.svc:6380/2",
+        "redis://redis.cache.svc:6379/0?password=s3cret",
+        "redis://user@redis.cache.svc:6379/0?username=user&PASSWORD=s3cret",
+        "unix://:s3cret@/run/redis.sock?db=1",
+        "unix:///run/redis.sock?db=1&password=s3cret",
+    ],
+)
+def test_the_shared_cache_url_is_checked_and_its_password_never_logged(url: str) -> None:
+    """Every URL form redis-py takes a password from: none reaches the startup log line."""
     base = {"trust_bundle": "/b.pem", "allowed_issuers": [ISSUER]}
-    url = "rediss://mtls-authz:s3cret@redis.cache.svc:6380/2"
     settings = load_settings(None, {"MTLS_AUTHZ_REVOCATION_CACHE_URL": url}, base)
     assert settings.revocation_cache_url == url
     shown = settings.redacted()["revocation_cache_url"]
-    assert shown == "rediss://mtls-authz:***@redis.cache.svc:6380/2"
+    assert "s3cret" not in shown and "***" in shown
     assert "s3cret" not in str(settings.redacted())
-    with pytest.raises(ConfigError, match=r"revocation_cache_url .*expected redis://"):
-        load_settings(None, {}, {**base, "revocation_cache_url": "http://redis:6379"})
+    with pytest.raises(ConfigError, match=r"revocation_cache_url .*expected redis://") as info:
+        load_settings(None, {}, {**base, "revocation_cache_url": "http" + url[url.index(":") :]})
+    assert "s3cret" not in str(info.value)
     assert load_settings(None, {}, base).redacted()["revocation_cache_url"] == ""

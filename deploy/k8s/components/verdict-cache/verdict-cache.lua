@@ -13,6 +13,9 @@
 -- allow replayed in full marks the request (dynamic metadata mtls_authz.verdict_cache/replayed);
 -- ext_authz runs unless it sees that mark, so a miss, an error anywhere in this script, or the
 -- filter being off all mean the request is checked as if there were no cache.
+-- The first envoy-cached.yaml ran ext_authz only on the opposite mark, check = true: the script
+-- sets it first thing on every request and clears it only for an allow replayed in full, so an
+-- Envoy still on that config checks every request too (CHANGELOG.md, "Upgrading").
 -- The response path stores the verdict from ext_authz's dynamic metadata for its ttl, and only
 -- when mtls-authz decided it under the policy the key names. With ext_authz over gRPC the
 -- metadata is the verdict itself; over HTTP (envoy-http.yaml) it is made of string headers
@@ -108,7 +111,9 @@ local function replay(handle, verdict)
     local headers = handle:headers()
     for _, name in ipairs(verdict.remove or {}) do headers:remove(name) end
     for name, value in pairs(verdict.set or {}) do headers:replace(name, value) end
-    handle:streamInfo():dynamicMetadata():set("mtls_authz.verdict_cache", "replayed", true)
+    local metadata = handle:streamInfo():dynamicMetadata()
+    metadata:set("mtls_authz.verdict_cache", "replayed", true)
+    metadata:set("mtls_authz.verdict_cache", "check", false)
     return
   end
   handle:respond({
@@ -119,6 +124,8 @@ local function replay(handle, verdict)
 end
 
 function envoy_on_request(handle)
+  -- Before anything that could fail: an older config checks only requests marked so.
+  handle:streamInfo():dynamicMetadata():set("mtls_authz.verdict_cache", "check", true)
   local key = cache_key(handle)
   if key == nil then return end
   local entry = cache[key]
