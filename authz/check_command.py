@@ -21,6 +21,12 @@ from cryptography import x509
 
 from authz.core.decision import weak_signature_message
 from authz.core.names import display, issuer_text, name_key
+from authz.core.revocation import (
+    CertStatus,
+    RevocationError,
+    RevocationFailure,
+    RevocationStatus,
+)
 from authz.core.trust import (
     TrustBundle,
     TrustBundleError,
@@ -30,12 +36,6 @@ from authz.core.trust import (
 )
 from authz.revocation.fetch import HttpFetcher
 from authz.revocation.ocsp import aia_ocsp_urls, build_query, verify_response
-from authz.revocation.status import (
-    CertStatus,
-    RevocationError,
-    RevocationFailure,
-    RevocationStatus,
-)
 
 EXIT_CODES = {CertStatus.GOOD: 0, CertStatus.REVOKED: 1, CertStatus.UNKNOWN: 2}
 EXIT_UNDETERMINED = 3

@@ -18,12 +18,12 @@ import random
 import sys
 from pathlib import Path
 
+from authz.core.revocation import CertStatus, RevocationOutcome, RevocationStatus
 from authz.demo.pki import LabPki
 from authz.revocation.cache import Loaded
 from authz.revocation.compact import cache_key
 from authz.revocation.loading import issuer_fingerprint
 from authz.revocation.ocsp_source import new_cache
-from authz.revocation.status import CertStatus, RevocationOutcome, RevocationStatus
 
 URL = "http://ocsp.example:8080/"
 

@@ -23,9 +23,9 @@ from pathlib import Path
 import grpc
 from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 
+from authz.core.revocation import CertStatus
 from authz.demo.pki import LabPki, make_ocsp_signer
 from authz.demo.stack import LocalStack
-from authz.revocation.status import CertStatus
 from tests.ocsp_responder import Mode, OcspResponder
 from tests.traffic import Client, run_traffic
 

@@ -25,9 +25,9 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509 import ocsp
 
+from authz.core.revocation import CertStatus
 from authz.demo.pki import Identity
 from authz.revocation.ocsp import HASHES
-from authz.revocation.status import CertStatus
 
 _OCSP_STATUS = {
     CertStatus.GOOD: ocsp.OCSPCertStatus.GOOD,

@@ -1,2 +1,2 @@
-"""Where the client certificate comes from: Envoy's peer-certificate field today; each source
-says which text identifies the leaf and how to parse it. Pure, like the core."""
+"""Certificate sources besides Envoy's peer field (the core's default): the client certificate
+from `x-forwarded-client-cert`, injection-proof. They implement `authz.core.source`; pure."""

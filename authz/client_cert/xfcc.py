@@ -35,7 +35,6 @@ from enum import StrEnum
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
-from authz.client_cert.source import Presented
 from authz.core.certificate import (
     MAX_XFCC_CHARS,
     XFCC_HEADER,
@@ -45,6 +44,7 @@ from authz.core.certificate import (
 from authz.core.memo import SizedMemo, text_key
 from authz.core.reasons import Denied, Reason
 from authz.core.request import CheckInput
+from authz.core.source import Presented
 
 # Fields the element used may carry only once (`first`).
 _SINGLE = ("by", "hash", "cert", "chain")

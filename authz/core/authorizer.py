@@ -13,14 +13,14 @@ from authz.core.decision import Decision, State, decide
 from authz.core.modes import RevocationMode
 from authz.core.reasons import Reason
 from authz.core.request import CheckInput
-from authz.core.verdict import REVOCATION_HEADER
-from authz.revocation.cache import Lookup
-from authz.revocation.status import (
+from authz.core.revocation import (
     CertStatus,
+    Lookup,
     RevocationFailure,
     RevocationOutcome,
     RevocationSource,
 )
+from authz.core.verdict import REVOCATION_HEADER
 
 
 class Authorizer:

@@ -14,8 +14,6 @@ from datetime import datetime
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID
 
-from authz.client_cert.peer import PEER
-from authz.client_cert.source import CertificateSource, Presented
 from authz.core.certificate import chain_from_xfcc
 from authz.core.issuers import IssuerPolicy
 from authz.core.memo import text_key
@@ -23,6 +21,7 @@ from authz.core.names import display, issuer_text, subject_text
 from authz.core.policies import PolicySpec
 from authz.core.reasons import Denied, Reason
 from authz.core.request import CheckInput
+from authz.core.source import PEER, CertificateSource, Presented
 from authz.core.trust import TrustBundle, signature_algorithm_name, weak_link
 
 

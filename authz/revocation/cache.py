@@ -20,8 +20,9 @@ import struct
 import time
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Generic, Protocol, TypeVar
+
+from authz.core.revocation import Lookup
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -36,13 +37,6 @@ _TIMES = struct.Struct("<IIIB")
 TICKS_PER_SECOND = 10
 USE_GRANULARITY = 1.0
 DECODED_MEMO = 4096
-
-
-class Lookup(StrEnum):
-    HIT = "hit"
-    MISS = "miss"
-    COALESCED = "coalesced"
-    STALE_REFRESH = "stale_refresh"
 
 
 @dataclass(frozen=True, slots=True)

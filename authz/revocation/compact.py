@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from cryptography import x509
 
-from authz.revocation.status import (
+from authz.core.revocation import (
     CertStatus,
     RevocationFailure,
     RevocationOutcome,

@@ -17,14 +17,14 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import CRLEntryExtensionOID, ExtensionOID
 
 from authz.core.names import name_key
-from authz.core.trust import verify_signature
-from authz.revocation.status import (
+from authz.core.revocation import (
     CertStatus,
     RevocationError,
     RevocationFailure,
     RevocationStatus,
     check_freshness,
 )
+from authz.core.trust import verify_signature
 
 # Extensions a complete CRL may carry and we understand.
 _KNOWN_CRL_EXTENSIONS = frozenset(

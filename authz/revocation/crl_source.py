@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from cryptography import x509
 
 from authz.core.names import NameKey
-from authz.revocation.cache import Loaded, Lookup, SingleFlightCache
+from authz.core.revocation import Lookup, RevocationFailure, RevocationOutcome
+from authz.revocation.cache import Loaded, SingleFlightCache
 from authz.revocation.crl import CrlIndex, crl_urls, verify_crl
 from authz.revocation.fetch import HttpFetcher
 from authz.revocation.loading import (
@@ -25,7 +26,6 @@ from authz.revocation.loading import (
     shared_key,
 )
 from authz.revocation.shared import REFRESH_AT, SharedAnswers, SharedKey
-from authz.revocation.status import RevocationFailure, RevocationOutcome
 
 MAX_CRL_BYTES = 16 * 1024 * 1024
 CrlKey = tuple[str, bytes]

@@ -16,7 +16,7 @@ from urllib.parse import quote, urlsplit
 
 import aiohttp
 
-from authz.revocation.status import RevocationError, RevocationFailure
+from authz.core.revocation import RevocationError, RevocationFailure
 
 # Real responses are 1–3 KB (with a delegated signer certificate); 64 KiB is generous.
 MAX_RESPONSE_BYTES = 64 * 1024

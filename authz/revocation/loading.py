@@ -22,8 +22,8 @@ from cryptography.hazmat.primitives import hashes
 
 from authz.core.memo import ByIdentity
 from authz.core.names import NameKey, name_key
+from authz.core.revocation import RevocationError, RevocationFailure
 from authz.revocation.shared import Claim, SharedAnswers, SharedKey, Unavailable
-from authz.revocation.status import RevocationError, RevocationFailure
 
 A = TypeVar("A")
 

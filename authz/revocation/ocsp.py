@@ -19,14 +19,14 @@ from cryptography.x509 import ocsp
 from cryptography.x509.oid import ExtendedKeyUsageOID, OCSPExtensionOID
 
 from authz.core.names import display, name_key
-from authz.core.trust import issued, signature_algorithm_name, signed_with_sha1, verify_signature
-from authz.revocation.status import (
+from authz.core.revocation import (
     CertStatus,
     RevocationError,
     RevocationFailure,
     RevocationStatus,
     check_freshness,
 )
+from authz.core.trust import issued, signature_algorithm_name, signed_with_sha1, verify_signature
 
 NONCE_BYTES = 32
 # Extensions this verifier understands; any other marked critical makes the response unusable.

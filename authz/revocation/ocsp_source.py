@@ -14,7 +14,8 @@ from cryptography import x509
 
 from authz.core.memo import ByIdentity
 from authz.core.names import NameKey
-from authz.revocation.cache import Loaded, Lookup, SingleFlightCache
+from authz.core.revocation import CertStatus, Lookup, RevocationOutcome, RevocationStatus
+from authz.revocation.cache import Loaded, SingleFlightCache
 from authz.revocation.compact import OutcomeCodec, cache_key, key_parts
 from authz.revocation.fetch import Fetcher
 from authz.revocation.loading import (
@@ -33,7 +34,6 @@ from authz.revocation.ocsp import (
     verify_response,
 )
 from authz.revocation.shared import REFRESH_AT, SharedAnswers, SharedKey
-from authz.revocation.status import CertStatus, RevocationOutcome, RevocationStatus
 
 URL_MEMO_SIZE = 4096
 

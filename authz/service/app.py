@@ -32,6 +32,7 @@ from authz.core.decision import State
 from authz.core.issuers import IssuerPolicy, issuers_without_ca
 from authz.core.modes import EnforcementMode, RevocationMode
 from authz.core.policies import DEFAULT_POLICY, PolicySpec
+from authz.core.revocation import RevocationSource
 from authz.core.trust import TrustBundle, TrustBundleError
 from authz.core.verdict import VerdictRules
 from authz.revocation.cache import SingleFlightCache
@@ -44,7 +45,6 @@ from authz.revocation.ocsp_source import new_cache as new_ocsp_cache
 from authz.revocation.prefetch import Prefetcher, Target
 from authz.revocation.redis_store import RedisStore
 from authz.revocation.shared import SharedAnswers
-from authz.revocation.status import RevocationSource
 from authz.service import logs, workers
 from authz.service import ops_http as http
 from authz.service.checks import CheckService

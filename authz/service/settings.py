@@ -24,8 +24,6 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import yaml
 
-from authz.client_cert.peer import PEER
-from authz.client_cert.source import CertificateSource
 from authz.client_cert.xfcc import PeerThenXfcc, XfccCertificate, XfccElement
 from authz.core.identity import IDENTITY_NAMES
 from authz.core.modes import (
@@ -37,6 +35,7 @@ from authz.core.modes import (
 )
 from authz.core.names import NameKey, name_key, parse_dn
 from authz.core.policies import PolicySpec, parse_policies
+from authz.core.source import PEER, CertificateSource
 from authz.core.verdict import CertHeaderFormat
 from authz.revocation.crl_source import CrlConfig
 from authz.revocation.ocsp_source import OcspConfig

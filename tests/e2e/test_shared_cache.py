@@ -20,12 +20,12 @@ import grpc
 import pytest
 from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 
+from authz.core.revocation import CertStatus
 from authz.demo.pki import Identity, LabPki, make_ocsp_signer, pem_bundle, reissue
 from authz.demo.processes import Process, free_port, tcp_open
 from authz.demo.stack import LocalStack
 from authz.revocation.loading import issuer_fingerprint, shared_key
 from authz.revocation.ocsp import build_query, verify_response
-from authz.revocation.status import CertStatus
 from tests.e2e.test_ocsp_behaviour import check_request
 from tests.ocsp_responder import OcspResponder, build_response
 from tests.support import RedisServer, envoy_field

@@ -8,14 +8,14 @@ from authz.core.authorizer import apply_outcome, no_source
 from authz.core.decision import Decision
 from authz.core.modes import RevocationMode
 from authz.core.reasons import Reason
-from authz.core.verdict import REVOCATION_HEADER
-from authz.demo.pki import LabPki
-from authz.revocation.status import (
+from authz.core.revocation import (
     CertStatus,
     RevocationFailure,
     RevocationOutcome,
     RevocationStatus,
 )
+from authz.core.verdict import REVOCATION_HEADER
+from authz.demo.pki import LabPki
 
 NOW = dt.datetime.now(dt.UTC)
 

@@ -4,7 +4,8 @@ import asyncio
 
 import pytest
 
-from authz.revocation.cache import Loaded, Lookup, SingleFlightCache
+from authz.core.revocation import Lookup
+from authz.revocation.cache import Loaded, SingleFlightCache
 
 PACKED = False
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from authz.revocation.cache import Lookup, SingleFlightCache
+from authz.core.revocation import Lookup
+from authz.revocation.cache import SingleFlightCache
 from tests.unit.test_cache import Clock, IntCodec, Loader
 
 

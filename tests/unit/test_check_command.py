@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from authz.cli import main
+from authz.core.revocation import CertStatus
 from authz.demo.pki import Identity, LabPki, make_ocsp_signer, pem_bundle
-from authz.revocation.status import CertStatus
 from tests.ocsp_responder import OcspResponder, build_response
 
 

@@ -5,16 +5,17 @@ import datetime as dt
 import pytest
 
 from authz.core.names import name_key, parse_dn
-from authz.demo.pki import Identity, LabPki
-from authz.revocation.cache import Lookup, SingleFlightCache
-from authz.revocation.ocsp import aia_ocsp_urls
-from authz.revocation.ocsp_source import CacheKey, OcspChecker, OcspConfig, new_cache
-from authz.revocation.status import (
+from authz.core.revocation import (
     CertStatus,
+    Lookup,
     RevocationError,
     RevocationFailure,
     RevocationOutcome,
 )
+from authz.demo.pki import Identity, LabPki
+from authz.revocation.cache import SingleFlightCache
+from authz.revocation.ocsp import aia_ocsp_urls
+from authz.revocation.ocsp_source import CacheKey, OcspChecker, OcspConfig, new_cache
 from tests.ocsp_responder import build_response
 
 NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)

@@ -8,13 +8,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from authz.revocation.compact import OutcomeCodec, cache_key, key_parts
-from authz.revocation.status import (
+from authz.core.revocation import (
     CertStatus,
     RevocationFailure,
     RevocationOutcome,
     RevocationStatus,
 )
+from authz.revocation.compact import OutcomeCodec, cache_key, key_parts
 
 FINGERPRINT = bytes(range(32))
 URL = "http://ocsp.example/"

@@ -10,9 +10,9 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ObjectIdentifier
 
+from authz.core.revocation import CertStatus, RevocationError, RevocationFailure
 from authz.demo.pki import Identity, LabPki
 from authz.revocation.crl import crl_urls, verify_crl
-from authz.revocation.status import CertStatus, RevocationError, RevocationFailure
 
 NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
 

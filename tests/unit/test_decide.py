@@ -5,12 +5,11 @@ import datetime as dt
 import pytest
 from cryptography import x509
 
-from authz.client_cert.peer import PEER
-from authz.client_cert.source import Presented
 from authz.core.decision import State, VerifiedMemo, decide
 from authz.core.issuers import IssuerPolicy
 from authz.core.reasons import Reason
 from authz.core.request import CheckInput
+from authz.core.source import PEER, Presented
 from authz.core.trust import TrustBundle
 from authz.demo.pki import LabPki
 from tests.support import envoy_field, xfcc_with_chain

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from cryptography.x509 import ocsp
 
+from authz.core.revocation import CertStatus
 from authz.demo.ocsp_responder import DemoResponder, format_revoked, parse_revoked
 from authz.demo.pki import LabPki, make_ocsp_signer
 from authz.revocation.ocsp import build_query, build_query_by_hash, verify_response
-from authz.revocation.status import CertStatus
 
 NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
 

@@ -13,11 +13,11 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509 import ocsp
 
+from authz.core.revocation import RevocationError, RevocationFailure
 from authz.demo.pki import LabPki
 from authz.demo.processes import free_port
 from authz.revocation.fetch import MAX_GET_REQUEST_CHARS, HttpFetcher, get_url, responder_label
 from authz.revocation.ocsp import build_query
-from authz.revocation.status import RevocationError, RevocationFailure
 from tests.ocsp_responder import Mode, OcspResponder
 
 TIMEOUT = 1.0

@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import ObjectIdentifier
 
+from authz.core.revocation import CertStatus, RevocationError, RevocationFailure
 from authz.demo.pki import Identity, LabPki, make_ca, make_leaf, make_ocsp_signer
 from authz.revocation.ocsp import (
     OcspQuery,
@@ -20,7 +21,6 @@ from authz.revocation.ocsp import (
     find_signer,
     verify_response,
 )
-from authz.revocation.status import CertStatus, RevocationError, RevocationFailure
 from tests.ocsp_responder import CertIdFields, build_response, unsuccessful
 
 NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)

@@ -2,7 +2,8 @@ from __future__ import annotations
 
 import asyncio
 
-from authz.revocation.cache import Loaded, Lookup, SingleFlightCache
+from authz.core.revocation import Lookup
+from authz.revocation.cache import Loaded, SingleFlightCache
 from authz.revocation.prefetch import Prefetcher, Target
 
 

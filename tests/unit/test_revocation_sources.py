@@ -10,13 +10,13 @@ from authz.core.issuers import IssuerPolicy
 from authz.core.modes import RevocationMode
 from authz.core.names import name_key, parse_dn
 from authz.core.request import CheckInput
+from authz.core.revocation import Lookup, RevocationFailure, RevocationOutcome
 from authz.core.trust import TrustBundle
 from authz.demo.pki import Identity, LabPki, make_ocsp_signer
-from authz.revocation.cache import Lookup, SingleFlightCache
+from authz.revocation.cache import SingleFlightCache
 from authz.revocation.compact import key_parts
 from authz.revocation.crl_source import CrlChecker, CrlConfig, CrlKey, CrlLoad
 from authz.revocation.ocsp_source import CacheKey, OcspChecker, OcspConfig, new_cache
-from authz.revocation.status import RevocationFailure, RevocationOutcome
 from tests.ocsp_responder import build_response
 from tests.support import envoy_field
 from tests.unit.test_checker import NOW, FakeFetcher

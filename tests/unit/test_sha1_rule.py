@@ -18,12 +18,12 @@ from authz.core.decision import State, decide
 from authz.core.issuers import IssuerPolicy
 from authz.core.reasons import Reason
 from authz.core.request import CheckInput
+from authz.core.revocation import CertStatus, RevocationError, RevocationFailure
 from authz.core.trust import TrustBundle
 from authz.demo.openssl_ocsp import OpensslCa
 from authz.demo.pki import LabPki
 from authz.revocation.crl import verify_crl
 from authz.revocation.ocsp import build_query, verify_response
-from authz.revocation.status import CertStatus, RevocationError, RevocationFailure
 from tests.support import envoy_field, xfcc_with_chain
 
 

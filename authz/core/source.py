@@ -1,4 +1,7 @@
-"""The certificate-source interface the decision core reads the client's leaf through."""
+"""The certificate-source port: where the decision core reads the client's leaf, and the
+default source — Envoy's own `attributes.source.certificate`, the leaf of the TLS handshake it
+verified (`include_peer_certificate`), which a `CheckInput` carries as `certificate`. Other
+sources (XFCC, in `authz.client_cert`) implement the same interface. Pure."""
 
 from __future__ import annotations
 
@@ -7,6 +10,7 @@ from typing import Protocol
 
 from cryptography import x509
 
+from authz.core.certificate import decode_source_certificate
 from authz.core.request import CheckInput
 
 
@@ -38,3 +42,18 @@ class CertificateSource(Protocol):
     def present(self, request: CheckInput) -> Presented: ...
 
     def leaf(self, presented: Presented) -> x509.Certificate: ...
+
+
+class PeerCertificate:
+    """Envoy's `attributes.source.certificate`: URL-encoded PEM of the verified leaf."""
+
+    name = "peer"
+
+    def present(self, request: CheckInput) -> Presented:
+        return Presented(request.certificate, request.xfcc)
+
+    def leaf(self, presented: Presented) -> x509.Certificate:
+        return decode_source_certificate(presented.field)
+
+
+PEER = PeerCertificate()

@@ -1,8 +1,10 @@
-"""The revocation vocabulary shared by OCSP and CRLs, and the interface the decision core asks a
-revocation source through. Pure: no I/O.
+"""The revocation port: what the decision core asks a revocation source (OCSP, CRLs) and the
+vocabulary of its answers. The core owns it; the sources in `authz.revocation` implement it.
+Pure: no I/O.
 
 A source gives either a verified `RevocationStatus` (good, revoked, unknown: definitive) or a
-`RevocationFailure` saying why it has none. Failure values are the metric and log vocabulary.
+`RevocationFailure` saying why it has none, and how it found the answer (`Lookup`). Failure
+values are the metric and log vocabulary.
 """
 
 from __future__ import annotations
@@ -14,7 +16,15 @@ from typing import Protocol
 
 from cryptography import x509
 
-from authz.revocation.cache import Lookup
+
+class Lookup(StrEnum):
+    """How a source found its answer: in its cache, by asking (`miss`), by joining a request
+    already under way (`coalesced`), or in its cache while refreshing it (`stale_refresh`)."""
+
+    HIT = "hit"
+    MISS = "miss"
+    COALESCED = "coalesced"
+    STALE_REFRESH = "stale_refresh"
 
 
 class CertStatus(StrEnum):
