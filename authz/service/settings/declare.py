@@ -1,0 +1,37 @@
+"""How a key is declared: `setting(...)` makes a field of `Settings` carry its help, flag,
+per-value check and old names, from which every source's name for it is derived."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A configuration value is unusable; the message names the key."""
+
+
+@dataclass(frozen=True)
+class Declared:
+    """What a setting's declaration adds to its field: help, flag, check, old names."""
+
+    help: str
+    flag: str = ""
+    check: Callable[[Any], str | None] | None = None
+    aliases: tuple[str, ...] = ()
+
+
+def setting(
+    default: Any,
+    help: str,
+    *,
+    flag: str = "",
+    check: Callable[[Any], str | None] | None = None,
+    aliases: tuple[str, ...] = (),
+) -> Any:
+    """Declare one configuration key as a field of Settings."""
+    declared = {"setting": Declared(help, flag, check, aliases)}
+    if isinstance(default, dict):
+        return field(default_factory=dict, metadata=declared)
+    return field(default=default, metadata=declared)
