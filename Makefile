@@ -17,7 +17,7 @@ K8S_MODELS_STAMP := $(K8S_MODELS)/.installed
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 CODE := authz tests $(wildcard benchmarks)
 
-.PHONY: install system-deps k8s-models lint format test unit e2e demo image image-base-local test-image clean bench fuzz soak
+.PHONY: install system-deps k8s-models lint format docs test unit e2e demo image image-base-local test-image clean bench fuzz soak
 
 install: $(STAMP)
 
@@ -58,6 +58,10 @@ lint: install
 format: install
 	$(BIN)/ruff format $(CODE)
 	$(BIN)/ruff check --fix $(CODE)
+
+# What the docs take from the code: the settings reference in docs/configuration.md.
+docs: install
+	$(BIN)/python -m authz.service.settings.reference docs/configuration.md
 
 k8s-models: $(K8S_MODELS_STAMP)
 

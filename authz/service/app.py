@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import gc
 import logging
 import math
@@ -52,6 +53,7 @@ from authz.service.metrics import MULTIPROCESS, Metrics
 from authz.service.readiness import Readiness
 from authz.service.reload import FileWatcher
 from authz.service.settings import (
+    RESTART_ONLY,
     ConfigError,
     Settings,
     load_settings,
@@ -63,13 +65,6 @@ log = logging.getLogger("authz.server")
 
 RELOAD_POLL_SECONDS = 2.0
 # Settings read once at start; a reload that changes them is applied except for these.
-RESTART_ONLY = (
-    "listen",
-    "metrics_listen",
-    "ocsp_cache_size",
-    "http_request_timeout",
-    "http_idle_timeout",
-)
 CRL_CACHE_SIZE = 1024  # CRLs: one per issuer and URL
 Keep = Callable[[bytes, str], bool]
 
@@ -266,16 +261,21 @@ class Service:
             log.error("reload failed; keeping the previous configuration", extra={"error": str(e)})
             self.metrics.observe_reload(False)
             return False
-        for key in RESTART_ONLY:
-            if getattr(settings, key) != getattr(self.settings, key):
-                log.warning("a changed setting needs a restart", extra={"key": key})
+        changed = [k for k in RESTART_ONLY if getattr(settings, k) != getattr(self.settings, k)]
+        if changed:
+            # What is in effect is what the process started with: say so, and log it so.
+            log.warning(
+                "changed settings need a restart; until then their old values stay in effect",
+                extra={"keys": changed},
+            )
+            settings = dataclasses.replace(
+                settings, **{key: getattr(self.settings, key) for key in changed}
+            )
         if (settings.log_level, settings.log_format) != (
             self.settings.log_level,
             self.settings.log_format,
         ):
             logs.configure(settings.log_level, settings.log_format)
-        if settings.revocation_cache_url != self.settings.revocation_cache_url:
-            log.warning("revocation_cache_url changed: the new one is used after a restart")
         self.settings, self.runtime = settings, runtime
         dropped = self.prune_caches(state.trust.certificates, previous[0])
         self.metrics.observe_trust_bundle(state.trust)

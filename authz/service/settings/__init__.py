@@ -16,7 +16,14 @@ Old key names are still read, with a deprecation warning; never beside their new
 
 from authz.service.settings.declare import ConfigError, setting
 from authz.service.settings.load import load_settings
-from authz.service.settings.options import ALIASES, ENV_PREFIX, OPTIONS, OPTIONS_BY_KEY, Option
+from authz.service.settings.options import (
+    ALIASES,
+    ENV_PREFIX,
+    OPTIONS,
+    OPTIONS_BY_KEY,
+    RESTART_ONLY,
+    Option,
+)
 from authz.service.settings.sources import read_config_file
 from authz.service.settings.table import Settings
 from authz.service.settings.values import (
@@ -31,6 +38,7 @@ __all__ = [
     "ENV_PREFIX",
     "OPTIONS",
     "OPTIONS_BY_KEY",
+    "RESTART_ONLY",
     "CertificateSourceKind",
     "ConfigError",
     "IssuerUrls",

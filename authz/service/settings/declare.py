@@ -14,12 +14,14 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class Declared:
-    """What a setting's declaration adds to its field: help, flag, check, old names."""
+    """What a setting's declaration adds to its field: help, flag, check, old names, and whether
+    a change takes effect only on restart (a reload keeps the old value and says so)."""
 
     help: str
     flag: str = ""
     check: Callable[[Any], str | None] | None = None
     aliases: tuple[str, ...] = ()
+    restart: bool = False
 
 
 def setting(
@@ -29,9 +31,10 @@ def setting(
     flag: str = "",
     check: Callable[[Any], str | None] | None = None,
     aliases: tuple[str, ...] = (),
+    restart: bool = False,
 ) -> Any:
     """Declare one configuration key as a field of Settings."""
-    declared = {"setting": Declared(help, flag, check, aliases)}
+    declared = {"setting": Declared(help, flag, check, aliases, restart)}
     if isinstance(default, dict):
         return field(default_factory=dict, metadata=declared)
     return field(default=default, metadata=declared)

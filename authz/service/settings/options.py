@@ -46,6 +46,10 @@ class Option:
         return self.declared.aliases
 
     @property
+    def restart(self) -> bool:
+        return self.declared.restart
+
+    @property
     def flag_name(self) -> str:
         return self.declared.flag or flag_of(self.key)
 
@@ -95,6 +99,8 @@ def _default(declared: dataclasses.Field[Any]) -> Any:
 OPTIONS: tuple[Option, ...] = _options()
 OPTIONS_BY_KEY = {option.key: option for option in OPTIONS}
 ALIASES = {alias: option.key for option in OPTIONS for alias in option.aliases}
+RESTART_ONLY = tuple(option.key for option in OPTIONS if option.restart)
+"""Keys a reload cannot change: the new value applies after a restart."""
 
 
 def convert(option: Option, value: Any, source: str) -> Any:

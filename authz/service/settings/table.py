@@ -43,70 +43,89 @@ from authz.service.settings.values import (
 @dataclass(frozen=True)
 class Settings:
     listen: str = setting(
-        "127.0.0.1:9191", "gRPC listen address for Envoy's ext_authz calls (empty: off).",
-        check=check_optional_listen)
+        "127.0.0.1:9191", "gRPC address Envoy's ext_authz calls, HOST:PORT (empty: no gRPC).",
+        check=check_optional_listen, restart=True)
     http_listen: str = setting(
-        "", "HTTP listen address for Envoy's ext_authz in HTTP service mode (empty: off).",
-        check=check_optional_listen)
+        "", "Address for Envoy's ext_authz in HTTP service mode (empty: off). Either transport, or "
+        "both, may listen.", check=check_optional_listen, restart=True)
     http_request_timeout: float = setting(
         10.0, "Seconds a request to http_listen may take to arrive in full from its first byte; "
-        "then 408 and the connection is closed.", check=check_positive)
+        "then 408 and the connection is closed.", check=check_positive, restart=True)
     http_idle_timeout: float = setting(
         300.0, "Seconds an http_listen connection may stay idle between requests (keep Envoy's "
-        "cluster idle_timeout shorter: the shipped configs say 60 s).", check=check_positive)
+        "cluster idle_timeout shorter, as the shipped envoy-http.yaml does with 60 s, so Envoy "
+        "closes first and no request races the close).", check=check_positive, restart=True)
     metrics_listen: str = setting(
-        "", "HTTP listen address for /metrics, /healthz and /readyz (empty: off).",
-        check=check_optional_listen)
+        "", "HTTP address for /metrics, /healthz and /readyz (empty: off).",
+        check=check_optional_listen, restart=True)
     trust_bundle: str = setting(
-        "", "PEM file of the CA certificates that may issue client certificates.",
+        "", "PEM file of the CA certificates that may issue client certificates (roots and/or "
+        "issuing CAs; each must be a CA).",
         check=check_required_path)
     allowed_issuers: tuple[str, ...] = setting(
-        (), "Issuer DN allowed to issue client certificates (RFC 4514 or /slash/ form).",
+        (), "Issuer DNs allowed to issue client certificates, RFC 4514 (CN=Lab Issuing CA,O=Lab) "
+        "or OpenSSL's slash form (/O=Lab/CN=Lab Issuing CA).",
         flag="--allowed-issuer", check=check_issuers)
     certificate_source: CertificateSourceKind = setting(
         CertificateSourceKind.PEER,
         "Where the client certificate comes from: peer (Envoy's include_peer_certificate), "
-        "xfcc (the x-forwarded-client-cert element the gateway added), or peer-then-xfcc.")
+        "xfcc (the x-forwarded-client-cert element the gateway added: Istio, Envoy Gateway, "
+        "Emissary, Gloo), or peer-then-xfcc (the peer certificate when Envoy sends one).")
     xfcc_element: XfccElement = setting(
         XfccElement.FIRST,
-        "Which XFCC element the gateway added: first (SANITIZE_SET), or last (APPEND_FORWARD "
-        "behind trusted proxies; then no element may carry URI or DNS).")
+        "Which XFCC element the gateway added: first (SANITIZE_SET: safe with any XFCC fields), or "
+        "last (APPEND_FORWARD behind proxies you trust: read from the end exactly as Envoy "
+        "writes it; then no element may carry URI or DNS, which Envoy writes unquoted).")
     allow_sha1_signatures: bool = setting(
         False, "Accept SHA-1 signatures — on client and intermediate certificates, delegated OCSP "
         "responder certificates, OCSP responses and CRLs — verified with the signer's key like "
-        "any other. Off: each is refused as weak_signature_algorithm, naming which.")
+        "any other, nothing else relaxed. Off: each is refused as weak_signature_algorithm, naming "
+        "which (a refused OCSP answer or CRL makes the Check revocation_check_failed).")
     cert_header: str = setting(
-        "X-Client-Cert", "Upstream header that carries the client certificate.",
+        "X-Client-Cert", "Upstream header that carries the client certificate (overwriting any "
+        "client-sent copy).",
         check=check_header)
-    cert_header_format: CertHeaderFormat = setting(CertHeaderFormat.BASE64_DER,
-                                                   "Encoding of the certificate header.")
+    cert_header_format: CertHeaderFormat = setting(
+        CertHeaderFormat.BASE64_DER,
+        "Encoding of the certificate header: base64-der (base64 of the DER, one line, as Azure "
+        "Application Gateway), pem-url (URL-encoded PEM, as Envoy's XFCC and nginx's "
+        "$ssl_client_escaped_cert), rfc9440 (:base64-DER:, RFC 9440 Client-Cert).")
     identity_headers: tuple[str, ...] = setting(
         (), "Identity headers to send upstream: " + ", ".join(IDENTITY_NAMES) + ".",
         flag="--identity-header", check=check_identity)
-    deny_status: int = setting(400, "HTTP status of a refused request.", check=deny_status_problem)
+    deny_status: int = setting(
+        400, "HTTP status of a refused request (400-599); revocation_check_failed keeps 503, "
+        "unknown_policy, policy_mismatch and internal_error 500.", check=deny_status_problem)
     verdict_cache_ttl: float = setting(
         30.0, "Longest Envoy's verdict cache (envoy/envoy-cached.yaml) may replay a verdict; "
         "0: off.", check=check_not_negative)
     mode: EnforcementMode = setting(
         EnforcementMode.ENFORCE,
-        "enforce: refuse; audit: let every request through, marking what would be refused.")
+        "enforce: refuse; audit: let every request through, with x-mtls-authz-would-deny: <reason> "
+        "upstream for those enforcement would refuse.")
     policies: Mapping[str, Any] = setting(
         {}, "Named policies for routes (ext_authz context extension 'policy'): a YAML mapping.",
         flag="--policies")
-    log_level: str = setting("info", "Log level: debug, info, warning or error.",
-                             check=check_log_level)
-    log_format: str = setting("json", "Log format: json or text.", check=check_log_format)
+    log_level: str = setting(
+        "info", "Log level: debug, info, warning or error. Denies log at info, allows at debug.",
+        check=check_log_level)
+    log_format: str = setting("json", "Log format: json (one object per line) or text.",
+                              check=check_log_format)
     workers: int = setting(
-        1, "Worker processes sharing the gRPC port (SO_REUSEPORT); more than 1 adds a supervisor.",
-        check=check_positive)
+        1, "Worker processes sharing the listening ports (SO_REUSEPORT); more than 1 adds a "
+        "supervisor that sums /metrics, restarts a worker that dies and drains all on SIGTERM. "
+        "Each worker keeps its own caches.", check=check_positive, restart=True)
     shutdown_grace: float = setting(5.0, "Seconds in-flight checks get to finish after SIGTERM.",
-                                    check=check_positive)
+                                    check=check_positive, restart=True)
     revocation_mode: RevocationMode = setting(
-        RevocationMode.REQUIRE, "Revocation checking: require (fail closed), soft-fail, or off.",
+        RevocationMode.REQUIRE,
+        "Revocation checking: require (no verified answer, no entry), soft-fail (revoked and "
+        "unknown are refused, a failed check lets the client in marked unchecked), or off.",
         aliases=("ocsp",))
     revocation: RevocationSources = setting(
         RevocationSources.OCSP,
-        "Revocation sources in order: ocsp, crl, ocsp-then-crl, crl-then-ocsp.")
+        "Where revocation status comes from, in order: ocsp, crl, ocsp-then-crl, crl-then-ocsp. "
+        "The first source with a verified answer decides.")
     revocation_skew: float = setting(
         300.0, "Seconds of clock skew tolerated on thisUpdate and nextUpdate (OCSP and CRLs).",
         check=check_not_negative, aliases=("ocsp_skew",))
@@ -115,7 +134,8 @@ class Settings:
         check=check_not_negative, aliases=("ocsp_failure_cache",))
     revocation_allowed_hosts: tuple[str, ...] = setting(
         (), "Hosts a certificate's AIA OCSP URL or CRL distribution point may name: host names, "
-        "IP addresses or CIDR networks (empty: any). Configured URLs are always allowed.",
+        "IP addresses or CIDR networks (networks match IP-literal URLs only; empty: any). "
+        "Others are never contacted. Configured URLs are always allowed.",
         flag="--revocation-allowed-host", check=check_hosts, aliases=("ocsp_allowed_hosts",))
     crl_urls: IssuerUrls = setting(
         IssuerUrls(),
@@ -132,36 +152,43 @@ class Settings:
     ocsp_cache_max_age: float = setting(
         300.0, "Longest a good or unknown OCSP answer is served (bounds how long a revocation "
         "goes unseen).", check=check_positive)
-    ocsp_cache_size: int = setting(100_000, "Most OCSP answers kept.", check=check_positive)
+    ocsp_cache_size: int = setting(
+        100_000, "Most OCSP answers kept (least recently used evicted).", check=check_positive,
+        restart=True)
     ocsp_responders: IssuerUrls = setting(
-        IssuerUrls(), "Responder for an issuer, overriding the certificate's AIA: ISSUER_DN=URL.",
+        IssuerUrls(), "Responder for an issuer, overriding the certificate's AIA: ISSUER_DN=URL "
+        "(CN=Lab Issuing CA,O=Lab=http://ocsp.lab:8080).",
         flag="--ocsp-responder")
     ocsp_max_response_age: float = setting(
         0.0, "Oldest an OCSP answer's thisUpdate may be, in seconds, however far its nextUpdate "
-        "(0: no bound but nextUpdate).", check=check_not_negative)
+        "(0: no bound but nextUpdate), as openssl ocsp -status_age: bounds how long an on-path "
+        "replay of an old signed good can last without a nonce.", check=check_not_negative)
     ocsp_nonce: bool = setting(
-        False, "Send an RFC 8954 nonce (answers then cannot be cached by the responder).")
-    ocsp_hash: str = setting("sha1", "CertID hash algorithm: sha1 or sha256.",
+        False, "Send an RFC 8954 nonce and require it echoed (responders and their CDNs then "
+        "cannot serve cached answers, and nothing is shared between replicas).")
+    ocsp_hash: str = setting("sha1", "CertID hash: sha1 (what RFC 5019/9919 responders expect) "
+                             "or sha256.",
                              check=check_ocsp_hash)
     prefetch_window: float = setting(
-        300.0, "Answers used within this many seconds are refreshed before they are due (0: off).",
-        check=check_not_negative)
+        300.0, "Answers (OCSP and CRL) used within this many seconds are refreshed in the "
+        "background before they are due, so returning clients never wait (0: off).",
+        check=check_not_negative, restart=True)
     prefetch_rate: float = setting(10.0, "Most prefetch requests per second to one responder.",
-                                   check=check_positive)
+                                   check=check_positive, restart=True)
     ocsp_responder_concurrency: int = setting(32, "Most requests in flight to one responder.",
                                               check=check_positive)
     revocation_cache_url: str = setting(
         "", "Shared revocation cache for every replica: redis://[USER:PASSWORD@]HOST:PORT/DB, "
-        "rediss:// for TLS (Redis or Valkey; empty: off). Read at start.",
-        check=check_store_url)
+        "rediss:// for TLS (Redis or Valkey; empty: off). Logs show it without its password.",
+        check=check_store_url, restart=True)
     revocation_deadline: float = setting(
         4.5, "Longest a Check spends on one revocation lookup with the shared cache, waiting for "
         "another replica's fetch included: keep it under Envoy's ext_authz timeout (5 s in the "
-        "shipped configs).", check=check_positive)
+        "shipped configs).", check=check_positive, restart=True)
     revocation_cache_timeout: float = setting(
         0.25, "Seconds for one operation on the shared revocation cache before the responder is "
         "asked instead (counted on this process's event loop, so it includes its own queueing).",
-        check=check_positive)
+        check=check_positive, restart=True)
     # Not keys: what loading found.
     route_specs: Mapping[str, PolicySpec] = field(default_factory=dict, compare=False)
     """Every policy, parsed once: `default` is the top-level settings unless named so."""
