@@ -4,7 +4,8 @@ The operator's replacement for `openssl ocsp -issuer … -cert … -url …`, wi
 Check: the issuer must be proven by signature, the response fully verified, and the one SHA-1
 rule applied (`--allow-sha1-signatures`, as `allow_sha1_signatures`). Exit codes: 0 good,
 1 revoked, 2 unknown, 3 could not determine, 4 a SHA-1 signature the service would refuse
-(weak_signature_algorithm; the status found, if any, is still printed).
+(weak_signature_algorithm; the status found, if any, is still printed), 5 blocked by the
+emergency block list (said before any responder is asked).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 import aiohttp
 from cryptography import x509
 
+from authz.core.blocks import BlockList, leaf_keys
 from authz.core.decision import weak_signature_message
 from authz.core.names import display, issuer_text, name_key
 from authz.core.revocation import (
@@ -40,6 +42,7 @@ from authz.revocation.ocsp import aia_ocsp_urls, build_query, verify_response
 EXIT_CODES = {CertStatus.GOOD: 0, CertStatus.REVOKED: 1, CertStatus.UNKNOWN: 2}
 EXIT_UNDETERMINED = 3
 EXIT_WEAK_SIGNATURE = 4
+EXIT_BLOCKED = 5
 
 
 class CheckError(Exception):
@@ -58,6 +61,8 @@ class CheckArgs:
     nonce: bool = False
     timeout: float = 5.0
     allow_sha1: bool = False
+    blocks: BlockList | None = None
+    """The block list in force (file and store), when the command was given where it is."""
 
 
 def read_certificates(path: Path) -> list[x509.Certificate]:
@@ -151,6 +156,17 @@ def determine(args: CheckArgs) -> tuple[RevocationStatus, str, tuple[x509.Certif
 
 def run_check(args: CheckArgs) -> int:
     name = str(args.cert)
+    if args.blocks is not None and args.blocks.entries:
+        try:
+            leaf = read_certificates(args.cert)[0]
+        except (CheckError, OSError) as e:
+            print(f"{name}: could not determine: {e}")
+            return EXIT_UNDETERMINED
+        entry = args.blocks.match(leaf_keys(leaf), dt.datetime.now(dt.UTC))
+        if entry is not None:
+            until = f", until {entry.to_mapping()['expires']}" if entry.expires else ""
+            print(f"{name}: blocked ({entry.id}, from the {entry.source}{until}): {entry.reason}")
+            return EXIT_BLOCKED
     try:
         status, source, path = determine(args)
     except RevocationError as e:

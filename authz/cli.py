@@ -13,6 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from authz import __version__
+from authz.block_command import Where
+from authz.block_command import duration as block_duration
+from authz.core.blocks import BlockKind, BlockList
 from authz.core.trust import TrustBundleError
 from authz.service import logs
 from authz.service.settings import (
@@ -25,6 +28,14 @@ from authz.service.settings import (
 )
 
 log = logging.getLogger("authz")
+
+
+def duration(text: str) -> float:
+    try:
+        return block_duration(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
 
 EXIT_CONFIG_ERROR = 2
 
@@ -59,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     check = commands.add_parser(
         "check",
         help="Print one certificate's OCSP status (exit 0 good, 1 revoked, 2 unknown, 3 error, "
-        "4 a SHA-1 signature refused).",
+        "4 a SHA-1 signature refused, 5 blocked).",
     )
     check.add_argument(
         "cert", type=Path, help="Certificate (PEM, optionally followed by its chain, or DER)."
@@ -81,6 +92,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--allow-sha1-signatures", action="store_true",
         help="Accept SHA-1 signatures, as the service's allow_sha1_signatures does.",
     )  # fmt: skip
+    blocks = check.add_argument_group("the block list (checked first; none given: not checked)")
+    blocks.add_argument("--config", type=Path, help="The service's configuration file.")
+    blocks.add_argument("--store", help="The shared store's URL (redis://, rediss://).")
+    blocks.add_argument("--blocks", type=Path, help="A block list file.")
+
+    _block_parsers(commands)
 
     secrets = commands.add_parser(
         "k8s-demo-secrets",
@@ -118,6 +135,117 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+BLOCK_KINDS = {
+    "fingerprint": "SHA-256 of the certificate, hex (openssl x509 -fingerprint -sha256).",
+    "spki": "SHA-256 of its SubjectPublicKeyInfo, hex: the key, whatever certificate has it.",
+    "subject": "The subject DN.",
+    "uri": "A URI SAN, exactly (a SPIFFE ID).",
+}
+
+
+def _where(parser: argparse.ArgumentParser) -> None:
+    where = parser.add_argument_group(
+        "where the list is (default: the store and the file "
+        "--config names, or MTLS_AUTHZ_* variables)"
+    )
+    where.add_argument("--config", type=Path, help="The service's configuration file.")
+    where.add_argument("--store", help="The shared store's URL (redis://, rediss://).")
+    where.add_argument("--file", type=Path, help="A block list file, instead of the store.")
+
+
+def _block_parsers(commands: Any) -> None:
+    block = commands.add_parser(
+        "block",
+        help="Refuse a certificate now, on every replica within a second (certificate_blocked).",
+    )
+    what = block.add_mutually_exclusive_group(required=True)
+    what.add_argument(
+        "--cert", type=Path, help="The certificate (PEM or DER): block it by --match."
+    )
+    for kind in ("fingerprint", "spki", "subject", "uri"):
+        what.add_argument(f"--{kind}", help=BlockKind(kind).__doc__)
+    what.add_argument("--serial", nargs=2, metavar=("ISSUER_DN", "SERIAL"),
+                      help="The issuer's DN and the serial number (hex).")  # fmt: skip
+    block.add_argument(
+        "--match", choices=[k.value for k in BlockKind], default="fingerprint",
+        help="With --cert: what to block it by (spki: its key, whatever certificate carries it).",
+    )  # fmt: skip
+    block.add_argument("--reason", required=True, help="Shown to the refused client (one line).")
+    block.add_argument("--for", dest="lasting", type=duration, help="Expire after (2h, 30m).")
+    block.add_argument("--by", dest="who", default="", help="Who blocks (default: your login).")
+    _where(block)
+    unblock = commands.add_parser("unblock", help="Remove blocks by id (see `blocks`), or --all.")
+    unblock.add_argument("ids", nargs="*", metavar="ID")
+    unblock.add_argument("--all", action="store_true", help="Remove every block.")
+    _where(unblock)
+    listing = commands.add_parser("blocks", help="List the block list: id, what, source, expiry.")
+    listing.add_argument("--json", action="store_true")
+    _where(listing)
+
+
+def _block_where(args: argparse.Namespace) -> Where:
+    """The store and file named, else those of the configuration (file, environment)."""
+    if args.store or args.file:
+        return Where(args.store or "", args.file)
+    settings = load_settings(args.config, os.environ, {"listen": "127.0.0.1:0"})
+    file = Path(settings.block_list_file) if settings.block_list_file else None
+    if args.command != "blocks" and settings.revocation_cache_url:
+        file = None  # writes go to the store, the fast path, when there is one
+    return Where(settings.revocation_cache_url, file)
+
+
+def _blocks(args: argparse.Namespace) -> int:
+    from authz.block_command import BlockError, block, listing, selector_from_args, unblock
+
+    try:
+        where = _block_where(args)
+        if not where.store and where.file is None:
+            raise BlockError("no block list: give --store URL or --file PATH, or a --config with "
+                             "revocation_cache_url or block_list_file")  # fmt: skip
+        if args.command == "block":
+            value = next((getattr(args, k) for k in ("fingerprint", "spki", "subject", "uri")
+                          if getattr(args, k)), None)  # fmt: skip
+            kind = next((k for k in ("fingerprint", "spki", "subject", "uri")
+                         if getattr(args, k)), None)  # fmt: skip
+            chosen = selector_from_args(kind, value, args.serial, args.cert, args.match)
+            return block(where, chosen, args.reason, args.who, args.lasting)
+        if args.command == "unblock":
+            if not args.ids and not args.all:
+                raise BlockError(
+                    "name the blocks to remove (ids from `mtls-authz blocks`) or --all"
+                )
+            return unblock(where, args.ids, args.all)
+        return listing(where, args.json)
+    except (BlockError, ConfigError, ValueError, OSError) as e:
+        print(f"mtls-authz {args.command}: {e}", file=sys.stderr)
+        return EXIT_CONFIG_ERROR
+    except Exception as e:  # the store: unreachable, refused, timed out
+        print(
+            f"mtls-authz {args.command}: the store failed: {type(e).__name__}: {e}", file=sys.stderr
+        )
+        return 1
+
+
+def _check_blocks(args: argparse.Namespace) -> BlockList | None:
+    """The block list `check` was told where to find (a store it cannot read is said, and the
+    rest is used)."""
+    from authz.block_command import BlockError, read_list
+
+    if not (args.config or args.store or args.blocks):
+        return None
+    try:
+        if args.store or args.blocks:
+            where = Where(args.store or "", args.blocks)
+        else:
+            settings = load_settings(args.config, os.environ, {"listen": "127.0.0.1:0"})
+            file = Path(settings.block_list_file) if settings.block_list_file else None
+            where = Where(settings.revocation_cache_url, file)
+        return read_list(where)
+    except (BlockError, ConfigError) as e:
+        print(f"{args.cert}: warning: the block list cannot be read: {e}")
+        return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
@@ -133,8 +261,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 cert=args.cert, issuer=args.issuer, trust_bundle=args.trust_bundle, url=args.url,
                 respin=args.respin, at=args.at, hash_name=args.hash, nonce=args.nonce,
                 timeout=args.timeout, allow_sha1=args.allow_sha1_signatures,
+                blocks=_check_blocks(args),
             )
         )  # fmt: skip
+    if args.command in ("block", "unblock", "blocks"):
+        return _blocks(args)
     if args.command == "k8s-demo-secrets":
         from authz.demo.k8s_secrets import demo_secrets
 

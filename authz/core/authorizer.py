@@ -9,6 +9,7 @@ import dataclasses
 from collections.abc import Sequence
 from datetime import datetime
 
+from authz.core.blocks import BlockEntry, Blocks
 from authz.core.decision import Decision, State, decide
 from authz.core.modes import RevocationMode
 from authz.core.reasons import Reason
@@ -33,9 +34,11 @@ class Authorizer:
         source: RevocationSource | None,
         mode: RevocationMode,
         sources: Sequence[RevocationSource] | None = None,
+        blocks: Blocks | None = None,
     ) -> None:
         self.state = state
         self.mode = mode
+        self.blocks = blocks if blocks is not None else Blocks()
         self.sources: tuple[RevocationSource, ...] = (
             tuple(sources) if sources is not None else ((source,) if source is not None else ())
         )
@@ -44,6 +47,12 @@ class Authorizer:
 
     async def authorize(self, check: CheckInput, now: datetime) -> Decision:
         decision = decide(check, self.state, now)
+        if decision.leaf is not None and self.blocks.current.entries:
+            # Before anything else is asked: a blocked certificate is refused whatever its
+            # issuer, validity or revocation status say.
+            entry = self.blocks.match(decision.leaf, now)
+            if entry is not None:
+                return blocked(decision, entry)
         if not decision.allowed or not self.sources or self.mode is RevocationMode.OFF:
             return dataclasses.replace(decision, revocation="off") if decision.allowed else decision
         assert decision.leaf is not None and decision.issuer is not None
@@ -69,6 +78,19 @@ class Authorizer:
         if last is not None:
             return apply_outcome(decision, last, self.mode)
         return no_source(decision, self.mode, names=" and no ".join(s.names for s in self.sources))
+
+
+def blocked(decision: Decision, entry: BlockEntry) -> Decision:
+    """The entry's reason is the operator's words for the client; who wrote it is not said."""
+    return Decision(
+        False,
+        Reason.CERTIFICATE_BLOCKED,
+        f"The client certificate is blocked: {entry.reason}",
+        decision.leaf,
+        revocation="blocked",
+        replayable=False,
+        block_id=entry.id,
+    )
 
 
 def no_source(

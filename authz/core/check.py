@@ -27,6 +27,8 @@ from authz.core.verdict import (
 )
 
 INTERNAL_ERROR = Decision(False, Reason.INTERNAL_ERROR, INTERNAL_ERROR_MESSAGE)
+# Refused in audit mode too: an operator who blocks a certificate means it.
+NEVER_AUDITED = frozenset({Reason.INTERNAL_ERROR, Reason.CERTIFICATE_BLOCKED})
 
 # What a transport calls: a Check in, a verdict out; raises nothing but CancelledError.
 CheckHandler = Callable[[CheckInput], Coroutine[Any, Any, Verdict]]
@@ -87,13 +89,11 @@ async def check(default: Runtime, request: CheckInput, now: datetime) -> Checked
         else:
             runtime = chosen
             decision = await runtime.authorizer.authorize(request, now)
-            if (
-                runtime.audit
-                and not decision.allowed
-                and decision.reason is not Reason.INTERNAL_ERROR
-            ):
+            if runtime.audit and not decision.allowed and decision.reason not in NEVER_AUDITED:
                 decision = audited(decision)
-        return Checked(decision, runtime.rules.verdict(decision, runtime.rules.ttl(decision, now)))
+        ttl = runtime.rules.ttl(decision, now)
+        generation = runtime.authorizer.blocks.generation if ttl else ""
+        return Checked(decision, runtime.rules.verdict(decision, ttl, generation))
     except asyncio.CancelledError:
         raise
     except Exception as e:

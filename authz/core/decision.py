@@ -47,6 +47,8 @@ class Decision:
     replayable: bool = True
     """Envoy's verdict cache may replay this verdict: it keys on the TLS peer's certificate,
     and that is the certificate decided on (see `Presented.peer`)."""
+    block_id: str | None = None
+    """The block list entry that refused this request (`certificate_blocked`)."""
 
     @classmethod
     def deny(cls, denied: Denied, leaf: x509.Certificate | None = None) -> Decision:

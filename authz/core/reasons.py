@@ -19,6 +19,7 @@ class Reason(StrEnum):
     WEAK_SIGNATURE_ALGORITHM = "weak_signature_algorithm"
     XFCC_INVALID = "xfcc_invalid"
     SUBJECT_NOT_ALLOWED = "subject_not_allowed"
+    CERTIFICATE_BLOCKED = "certificate_blocked"
     CERTIFICATE_REVOKED = "certificate_revoked"
     CERTIFICATE_STATUS_UNKNOWN = "certificate_status_unknown"
     NO_REVOCATION_SOURCE = "no_revocation_source"

@@ -49,11 +49,12 @@ ALLOW_STATUS = 200
 # Allow verdicts kept per policy: clients, and per client the variants (headers, chain, ttl).
 ALLOW_MEMO_SIZE = 4096
 ALLOW_VARIANTS = 8
-AllowKey = tuple[tuple[tuple[str, str], ...], str | bytes, int | None]
+AllowKey = tuple[tuple[tuple[str, str], ...], str | bytes, int | None, str]
 
 # Refusals that may not hold a moment later: never replayed.
 TRANSIENT = frozenset(
     {
+        Reason.CERTIFICATE_BLOCKED,  # an unblock must take effect at once
         Reason.REVOCATION_CHECK_FAILED,
         Reason.INTERNAL_ERROR,
         Reason.UNKNOWN_POLICY,
@@ -103,10 +104,18 @@ class Verdict:
     ttl: int | None = None
     """Seconds Envoy's verdict cache may replay this verdict; None: say nothing about it."""
     policy: str = DEFAULT_POLICY
+    generation: str = ""
+    """The block list's generation it was decided under: Envoy's verdict cache stores it only
+    while that is the generation it knows (a replica not yet holding a new block cannot make a
+    cache that has seen the block replay its allow)."""
 
     def cache_metadata(self) -> dict[str, Any]:
         """What Envoy's verdict cache needs to replay this verdict (`envoy/verdict-cache.lua`)."""
-        metadata: dict[str, Any] = {"ttl": self.ttl or 0, "policy": self.policy}
+        metadata: dict[str, Any] = {
+            "ttl": self.ttl or 0,
+            "policy": self.policy,
+            "generation": self.generation,
+        }
         if self.allowed:
             metadata["decision"] = "allow"
             metadata["set"] = {name.lower(): value for name, value in self.headers}
@@ -154,13 +163,13 @@ class VerdictRules:
             return None
         return verdict_ttl(decision, now, self.verdict_cache_ttl)
 
-    def verdict(self, decision: Decision, ttl: int | None = None) -> Verdict:
+    def verdict(self, decision: Decision, ttl: int | None = None, generation: str = "") -> Verdict:
         """The verdict for a decision. Verdicts are shared between Checks of the same client, so
         a returning client costs a cache lookup."""
         if decision.allowed and decision.leaf is not None:
             leaf = decision.leaf
             xfcc = decision.xfcc if self._uses_chain else ""
-            key = (decision.upstream_headers, text_key(xfcc), ttl)
+            key = (decision.upstream_headers, text_key(xfcc), ttl, generation)
             per_leaf = self._allows.get(leaf)
             if per_leaf is None:
                 per_leaf = self._allows.put(leaf, {})
@@ -169,12 +178,16 @@ class VerdictRules:
                 if len(per_leaf) >= ALLOW_VARIANTS:  # the ttl counts down: old ones go
                     per_leaf.clear()
                 extra = decision.upstream_headers
-                found = per_leaf[key] = dataclasses.replace(self.allow(leaf, extra, xfcc), ttl=ttl)
+                found = per_leaf[key] = dataclasses.replace(
+                    self.allow(leaf, extra, xfcc), ttl=ttl, generation=generation
+                )
             return found
         if decision.allowed and decision.audit_reason is not None:
             # Audit mode, no usable certificate: nothing to forward, everything owned removed.
-            return dataclasses.replace(self.allow(None, decision.upstream_headers), ttl=ttl)
-        return _cached_deny(self, decision.reason or Reason.INTERNAL_ERROR, decision.message, ttl)
+            allow = self.allow(None, decision.upstream_headers)
+            return dataclasses.replace(allow, ttl=ttl, generation=generation)
+        reason = decision.reason or Reason.INTERNAL_ERROR
+        return _cached_deny(self, reason, decision.message, ttl, generation)
 
     def allow(
         self, leaf: x509.Certificate | None, extra: Iterable[tuple[str, str]] = (), xfcc: str = ""
@@ -232,5 +245,7 @@ INTERNAL_ERROR_VERDICT = VerdictRules("x-client-cert", CertHeaderFormat.BASE64_D
 
 
 @functools.lru_cache(maxsize=1024)
-def _cached_deny(rules: VerdictRules, reason: Reason, message: str, ttl: int | None) -> Verdict:
-    return dataclasses.replace(rules.deny(reason, message), ttl=ttl)
+def _cached_deny(
+    rules: VerdictRules, reason: Reason, message: str, ttl: int | None, generation: str
+) -> Verdict:
+    return dataclasses.replace(rules.deny(reason, message), ttl=ttl, generation=generation)

@@ -76,6 +76,7 @@ class LocalStack:
             "authz": free_port(),
             "app": free_port(),
             "ops": free_port(),
+            "authz_ops": free_port(),
         }
         self.processes: list[Process] = []
         self.authz: Process | None = None
@@ -130,6 +131,9 @@ class LocalStack:
             "--trust-bundle",
             str(self.workdir / "trust-bundle.pem"),
         ]
+        if not any(a.startswith("--metrics-listen") for a in self.authz_args):
+            # /metrics, /readyz and the block list's generation the verdict cache asks for.
+            argv += ["--metrics-listen", f"127.0.0.1:{self.ports['authz_ops']}"]
         for dn in self.allowed_issuers:
             argv += ["--allowed-issuer", dn]
         if self.ocsp_override:
@@ -157,7 +161,11 @@ class LocalStack:
             self.envoy_template,
             listener_ports={"mtls_gateway": self.ports["listen"], "ops": self.ports["ops"]},
             admin_port=self.ports["admin"],
-            cluster_ports={"mtls_authz": self.ports["authz"], "app": self.ports["app"]},
+            cluster_ports={
+                "mtls_authz": self.ports["authz"],
+                "mtls_authz_ops": self.ports["authz_ops"],
+                "app": self.ports["app"],
+            },
             files=files,
         )
         config_path = envoy_config.write(config, self.workdir / "envoy.yaml")

@@ -27,7 +27,10 @@ from grpc_health.v1 import health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from prometheus_client import CollectorRegistry
 
+from authz.blocklist.store import BlockStore
+from authz.blocklist.sync import BlockObserver, BlockSync
 from authz.core.authorizer import Authorizer
+from authz.core.blocks import BlockList, Blocks
 from authz.core.check import Runtime
 from authz.core.decision import State
 from authz.core.issuers import IssuerPolicy, issuers_without_ca
@@ -66,6 +69,8 @@ log = logging.getLogger("authz.server")
 RELOAD_POLL_SECONDS = 2.0
 # Settings read once at start; a reload that changes them is applied except for these.
 CRL_CACHE_SIZE = 1024  # CRLs: one per issuer and URL
+# How long a starting replica waits for the shared store's block list before serving without it.
+BLOCK_START_WAIT = 2.0
 Keep = Callable[[bytes, str], bool]
 
 
@@ -155,6 +160,8 @@ class Service:
         self.sources = sources
         self.session = session
         self.metrics = metrics
+        # The block list lives across reloads: every Runtime built reads the same holder.
+        self.blocks = Blocks()
         self.shared = shared_answers(settings, metrics)
         self.cache = new_ocsp_cache(settings.ocsp_cache_size)
         self.crl_cache = SingleFlightCache[CrlKey, CrlLoad](CRL_CACHE_SIZE)
@@ -199,7 +206,11 @@ class Service:
                 policy=name,
             )
             authorizer = Authorizer(
-                policy_state, checker, mode, [] if mode is RevocationMode.OFF else sources
+                policy_state,
+                checker,
+                mode,
+                [] if mode is RevocationMode.OFF else sources,
+                blocks=self.blocks,
             )
             return Runtime(authorizer, rules, audit=spec.mode is EnforcementMode.AUDIT)
 
@@ -291,20 +302,52 @@ class Service:
         return True
 
 
+def block_sync(settings: Settings, holder: Blocks, observer: BlockObserver) -> BlockSync:
+    """The block list's sources: the file, and the shared store when there is one."""
+    store = None
+    if settings.revocation_cache_url:
+        store = BlockStore(settings.revocation_cache_url, settings.revocation_cache_timeout)
+    file = Path(settings.block_list_file) if settings.block_list_file else None
+    return BlockSync(holder, file, store, observer)
+
+
+class _BlocksSeen:
+    """Where a change of the block list is told: the metrics, and the --workers supervisor."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    def observe_blocks(self, blocks: BlockList) -> None:
+        self._metrics.observe_blocks(blocks)
+        workers.mark_generation(os.getpid(), blocks.generation)
+
+    def observe_block_source(self, source: str, up: bool) -> None:
+        self._metrics.observe_block_source(source, up)
+
+    def observe_block_sync(self, source: str) -> None:
+        self._metrics.observe_block_sync(source)
+
+
 async def serve(
     sources: Sources, settings: Settings, registry: CollectorRegistry | None = None
 ) -> int:
     metrics = Metrics(registry or CollectorRegistry())
     async with http_session() as session:
         service = Service(settings, sources, session, metrics)
+        sync = block_sync(settings, service.blocks, _BlocksSeen(metrics))
         try:
-            return await _run(service)
+            # Before serving: a replica enforces the blocks in force from its first Check.
+            await sync.start(wait=BLOCK_START_WAIT)
+            if sync.degraded:
+                log.warning("block list degraded at start", extra={"sources": sync.degraded})
+            return await _run(service, sync)
         finally:
+            await sync.close()
             if service.shared is not None:
                 await service.shared.close()
 
 
-async def _run(service: Service) -> int:
+async def _run(service: Service, sync: BlockSync) -> int:
     settings = service.settings
     # SO_REUSEPORT only for --workers: otherwise a second instance on the same port must fail
     # to start rather than silently take half of the Checks.
@@ -333,7 +376,9 @@ async def _run(service: Service) -> int:
         listening["http_listen"] = f"{host}:{port}"
     runner = None
     if settings.metrics_listen:
-        app = http.make_app(service.metrics.registry, lambda: readiness.ready)
+        app = http.make_app(
+            service.metrics.registry, lambda: readiness.ready, lambda: service.blocks.generation
+        )
         runner = await http.start(app, settings.metrics_listen)
     if server is not None:
         await server.start()
@@ -366,12 +411,13 @@ async def _run(service: Service) -> int:
         lambda: service.prefetch_targets, settings.prefetch_window, settings.prefetch_rate
     )
     prefetching = loop.create_task(prefetcher.run()) if settings.prefetch_window > 0 else None
+    syncing = loop.create_task(sync.run())
     await stop.wait()
 
     await readiness.draining()  # /readyz and gRPC health say so before the server stops
     workers.mark_ready(os.getpid(), False)
     log.info("draining", extra={"grace_seconds": settings.shutdown_grace})
-    for task in (watching, refreshing, prefetching):
+    for task in (watching, refreshing, prefetching, syncing):
         if task is not None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

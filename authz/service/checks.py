@@ -78,3 +78,5 @@ class CheckService:
                 self._metrics.observe_decision(
                     decision.allowed, decision.reason, elapsed, self.transport
                 )
+                if decision.block_id is not None:
+                    self._metrics.observe_blocked(decision.block_id)

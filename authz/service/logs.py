@@ -95,6 +95,8 @@ def log_decision(decision: Decision, request: CheckInput) -> None:
         fields["sha256"] = leaf.fingerprint(hashes.SHA256()).hex()
     if decision.revocation is not None:
         fields["ocsp_outcome"] = decision.revocation
+    if decision.block_id is not None:
+        fields["block_id"] = decision.block_id
     if decision.ocsp_latency is not None:
         fields["ocsp_latency"] = round(decision.ocsp_latency, 6)
     decisions.log(level, decision.message or "allowed", extra=fields)

@@ -8,11 +8,13 @@ subject or serial is ever a label.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from authz import __version__
+from authz.core.blocks import BlockKind, BlockList
 from authz.core.reasons import Reason
 from authz.core.trust import TrustBundle
 from authz.revocation.fetch import responder_label
@@ -100,6 +102,42 @@ class Metrics:
             registry=registry,
             multiprocess_mode="livemin",
         )
+        self.blocks = Gauge(
+            "mtls_authz_blocks",
+            "Emergency block list entries in force, by kind (fingerprint, serial, spki, "
+            "subject, uri).",
+            ["kind"],
+            registry=registry,
+            multiprocess_mode="livemax",
+        )
+        self.blocks_generation = Gauge(
+            "mtls_authz_blocks_generation",
+            "The block list's generation (its content's digest, as a number): replicas holding "
+            "the same list show the same value.",
+            registry=registry,
+            multiprocess_mode="livemax",
+        )
+        self.blocks_source_up = Gauge(
+            "mtls_authz_blocks_source_up",
+            "1 while a block list source (file, store) is read as it is now; 0 while its last "
+            "list is enforced because it cannot be (malformed file, store unreachable).",
+            ["source"],
+            registry=registry,
+            multiprocess_mode="livemin",
+        )
+        self.blocks_synced = Gauge(
+            "mtls_authz_blocks_last_sync_timestamp_seconds",
+            "Unix time of the last successful read of a block list source (age: time() - this).",
+            ["source"],
+            registry=registry,
+            multiprocess_mode="livemin",
+        )
+        self.blocked_checks = Counter(
+            "mtls_authz_blocked_checks",
+            "Checks refused by the block list, by the kind of entry that matched.",
+            ["kind"],
+            registry=registry,
+        )
         self.config_reloads = Counter(
             "mtls_authz_config_reloads",
             "Configuration and trust bundle reloads by result (success, error).",
@@ -125,6 +163,9 @@ class Metrics:
         }
         for result in ("success", "error"):
             self.config_reloads.labels(result=result)
+        for kind in BlockKind:
+            self.blocks.labels(kind=kind.value)
+            self.blocked_checks.labels(kind=kind.value)
         self._shared = {
             r: self.shared_cache.labels(result=r)
             for r in (
@@ -196,6 +237,20 @@ class Metrics:
 
     def observe_shared_cache_up(self, up: bool) -> None:
         self.shared_cache_up.set(1 if up else 0)
+
+    def observe_blocks(self, blocks: BlockList) -> None:
+        for kind, count in blocks.counts().items():
+            self.blocks.labels(kind=kind.value).set(count)
+        self.blocks_generation.set(int(blocks.generation[:12], 16))
+
+    def observe_block_source(self, source: str, up: bool) -> None:
+        self.blocks_source_up.labels(source=source).set(1 if up else 0)
+
+    def observe_block_sync(self, source: str) -> None:
+        self.blocks_synced.labels(source=source).set(time.time())
+
+    def observe_blocked(self, block_id: str) -> None:
+        self.blocked_checks.labels(kind=block_id.partition("-")[0]).inc()
 
     def watch_cache_size(self, size: Callable[[], int]) -> None:
         """Read at scrape time; under --workers, written by `refresh` (values live in files)."""

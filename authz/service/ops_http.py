@@ -8,8 +8,14 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 
-def make_app(registry: CollectorRegistry, ready: Callable[[], bool]) -> web.Application:
-    """`ready` is true while the gRPC server serves with a loaded configuration, not draining."""
+def make_app(
+    registry: CollectorRegistry,
+    ready: Callable[[], bool],
+    generation: Callable[[], str | None] = lambda: "0",
+) -> web.Application:
+    """`ready` is true while the gRPC server serves with a loaded configuration, not draining;
+    `generation` is the block list's, or None when it cannot be vouched for (workers that
+    disagree)."""
 
     async def metrics(_: web.Request) -> web.Response:
         response = web.Response(body=generate_latest(registry))
@@ -24,7 +30,16 @@ def make_app(registry: CollectorRegistry, ready: Callable[[], bool]) -> web.Appl
             return web.Response(text="ready\n")
         return web.Response(status=503, text="not ready\n")
 
+    async def blocks_generation(_: web.Request) -> web.Response:
+        # What Envoy's verdict cache asks (every half second per worker): when it changes, the
+        # cache drops what it replays; when it cannot be had, the cache replays nothing.
+        current = generation()
+        if current is None:
+            return web.Response(status=503, text="unsettled\n")
+        return web.Response(text=current, headers={"cache-control": "no-store"})
+
     app = web.Application()
+    app.router.add_get("/blocks/generation", blocks_generation)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

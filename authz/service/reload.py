@@ -8,23 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
+from authz.files import FileStamp, stamp
+
 log = logging.getLogger("authz.reload")
-
-FileStamp = tuple[str, int, int, int] | None
-
-
-def stamp(path: Path) -> FileStamp:
-    """What identifies the file's current content, or None when it cannot be read."""
-    try:
-        real = os.path.realpath(path)
-        info = os.stat(real)
-    except OSError:
-        return None
-    return real, info.st_ino, info.st_size, info.st_mtime_ns
 
 
 class FileWatcher:

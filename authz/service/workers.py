@@ -44,6 +44,16 @@ class Supervisor:
         self.processes: dict[int, asyncio.subprocess.Process] = {}
         self.stopping = False
 
+    def generation(self) -> str | None:
+        """The workers' block list generation when they all hold the same list, else None."""
+        seen = set()
+        for pid in self.processes:
+            try:
+                seen.add(generation_file(self.directory, pid).read_text())
+            except OSError:
+                return None
+        return seen.pop() if len(seen) == 1 else None
+
     def ready(self) -> bool:
         return (
             not self.stopping
@@ -69,6 +79,7 @@ class Supervisor:
         self.processes.pop(process.pid, None)
         multiprocess.mark_process_dead(process.pid, str(self.directory))  # type: ignore[no-untyped-call]
         ready_file(self.directory, process.pid).unlink(missing_ok=True)
+        generation_file(self.directory, process.pid).unlink(missing_ok=True)
         if self.stopping:
             return
         log.error(
@@ -89,7 +100,7 @@ class Supervisor:
         runner = None
         if self.settings.metrics_listen:
             runner = await http.start(
-                http.make_app(registry, self.ready), self.settings.metrics_listen
+                http.make_app(registry, self.ready, self.generation), self.settings.metrics_listen
             )
         for index in range(self.count):
             await self.start_worker(index)
@@ -115,6 +126,20 @@ class Supervisor:
         shutil.rmtree(self.directory, ignore_errors=True)
         log.info("stopped")
         return 0
+
+
+def generation_file(directory: Path, pid: int) -> Path:
+    return directory / f"blocks-{pid}"
+
+
+def mark_generation(pid: int, generation: str) -> None:
+    """Called in a worker: its block list's generation, for the supervisor's endpoint."""
+    directory = os.environ.get(WORKER_ENV)
+    if directory:
+        path = generation_file(Path(directory), pid)
+        temporary = path.with_suffix(".new")
+        temporary.write_text(generation)
+        temporary.replace(path)
 
 
 def mark_ready(pid: int, ready: bool) -> None:

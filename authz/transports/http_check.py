@@ -108,6 +108,7 @@ def _cache_headers(verdict: Verdict) -> list[tuple[str, str]]:
     them in HTTP mode). The headers to set and remove are the response's own."""
     metadata = verdict.cache_metadata()
     fields = [("ttl", str(metadata["ttl"])), ("policy", verdict.policy)]
+    fields.append(("generation", verdict.generation))
     fields.append(("decision", metadata["decision"]))
     if verdict.allowed:
         fields += [(f"set-{name}", value) for name, value in metadata["set"].items()]

@@ -73,8 +73,11 @@ def run(context: Context) -> list[str]:
     }
 
     def envoy(authz: Callable[[], tuple[Process, int]] | None, **kind: bool) -> Gateway:
-        return lambda port: _gateway_envoy(workdir, port, files, authz() if authz else None, **kind)
+        return lambda port: _gateway_envoy(
+            workdir, port, files, authz() if authz else None, ops=ops, **kind
+        )
 
+    ops = free_port()  # the cached gateway's mtls-authz metrics_listen: the block list's generation
     gateways: dict[str, Gateway] = {
         ALONE: envoy(None),
         "Envoy + gRPC floor servicer": envoy(lambda: start_floor(workdir)),
@@ -84,7 +87,8 @@ def run(context: Context) -> list[str]:
             lambda: start_authz(workdir, pki, responder, http=True), http=True
         ),
         "Envoy + mtls-authz (gRPC) + verdict cache": envoy(
-            lambda: start_authz(workdir, pki, responder), cached=True
+            lambda: start_authz(workdir, pki, responder, "--metrics-listen", f"127.0.0.1:{ops}"),
+            cached=True,
         ),
         NGINX: lambda port: _gateway_nginx(workdir, port, tls, resumption=True),
         NGINX_NO_RESUMPTION: lambda port: _gateway_nginx(workdir, port, tls, resumption=False),
@@ -130,6 +134,7 @@ def _gateway_envoy(
     authz: tuple[Process, int] | None,
     cached: bool = False,
     http: bool = False,
+    ops: int = 0,
 ) -> list[Process]:
     admin, ops = free_port(), free_port()
     shipped = "envoy-cached.yaml" if cached else "envoy-http.yaml" if http else "envoy.yaml"
@@ -137,7 +142,11 @@ def _gateway_envoy(
         REPO / "envoy" / shipped,
         listener_ports={"mtls_gateway": port, "ops": ops},
         admin_port=admin,
-        cluster_ports={"mtls_authz": authz[1] if authz else free_port(), "app": free_port()},
+        cluster_ports={
+            "mtls_authz": authz[1] if authz else free_port(),
+            "mtls_authz_ops": ops,
+            "app": free_port(),
+        },
         files=files,
     )
     hcm = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0][

@@ -181,6 +181,11 @@ class Settings:
         "", "Shared revocation cache for every replica: redis://[USER:PASSWORD@]HOST:PORT/DB, "
         "rediss:// for TLS (Redis or Valkey; empty: off). Logs show it without its password.",
         check=check_store_url, restart=True)
+    block_list_file: str = setting(
+        "", "Emergency block list, YAML or JSON (see docs/incidents.md): watched, a change in "
+        "force within a second; a malformed file keeps the previous list. Blocks in the shared "
+        "store (revocation_cache_url, written by mtls-authz block) apply too (empty: none).",
+        restart=True)
     revocation_deadline: float = setting(
         4.5, "Longest a Check spends on one revocation lookup with the shared cache, waiting for "
         "another replica's fetch included: keep it under Envoy's ext_authz timeout (5 s in the "

@@ -21,11 +21,44 @@
 -- metadata is the verdict itself; over HTTP (envoy-http.yaml) it is made of string headers
 -- x-mtls-authz-cache-* (dynamic_metadata_from_headers), read back into the same shape.
 -- One cache per Envoy worker, at most MAX_ENTRIES entries (the oldest go first).
+--
+-- The emergency block list: every GENERATION_EVERY_MS each worker asks mtls-authz (cluster
+-- mtls_authz_ops, GET /blocks/generation) which block list is in force. When the answer changes,
+-- every entry goes; when there is none (mtls-authz down, slow, or replicas that disagree), nothing
+-- is replayed or stored until there is one. A verdict is stored only when it was decided under
+-- the generation the worker knows. So no replayed allow outlives a block by more than
+-- GENERATION_EVERY_MS plus one such call.
 
 local MAX_ENTRIES = 10000
+local GENERATION_CLUSTER = "mtls_authz_ops"
+local GENERATION_EVERY_MS = 500
+local GENERATION_TIMEOUT_MS = 250
 local cache = {}     -- key -> {expires = seconds, verdict = table, slot = position in order}
 local order = {}     -- slot -> key, in the order entries were stored
 local first, last, count = 1, 0, 0
+local generation = nil    -- the block list's generation the entries were stored under; nil: unknown
+local asked_at = nil      -- when it was last asked (ms)
+
+local function flush()
+  cache, order, first, last, count = {}, {}, 1, 0, 0
+end
+
+-- The generation in force, asked at most every GENERATION_EVERY_MS; nil when it cannot be had.
+local function current_generation(handle)
+  local now = handle:timestamp()
+  if asked_at ~= nil and now - asked_at < GENERATION_EVERY_MS then return generation end
+  asked_at = now
+  local ok, headers, body = pcall(handle.httpCall, handle, GENERATION_CLUSTER, {
+    [":method"] = "GET", [":path"] = "/blocks/generation", [":authority"] = "mtls-authz",
+  }, "", GENERATION_TIMEOUT_MS)
+  local fresh = nil
+  if ok and headers ~= nil and headers[":status"] == "200" and body ~= nil and body ~= "" then
+    fresh = body
+  end
+  if fresh == nil or fresh ~= generation then flush() end
+  generation = fresh
+  return generation
+end
 
 local function forget(key)
   if cache[key] ~= nil then
@@ -89,6 +122,7 @@ local function from_headers(metadata)
   local verdict = {
     ttl = ttl,
     policy = metadata[PREFIX .. "policy"],
+    generation = metadata[PREFIX .. "generation"],
     decision = metadata[PREFIX .. "decision"],
     status = tonumber(metadata[PREFIX .. "status"] or ""),
     body = metadata[PREFIX .. "body"],
@@ -128,6 +162,7 @@ function envoy_on_request(handle)
   handle:streamInfo():dynamicMetadata():set("mtls_authz.verdict_cache", "check", true)
   local key = cache_key(handle)
   if key == nil then return end
+  if current_generation(handle) == nil then return end  -- no block list known: replay nothing
   local entry = cache[key]
   if entry == nil then return end
   if entry.expires <= os.time() then
@@ -142,5 +177,8 @@ function envoy_on_response(handle)
   if verdict ~= nil and verdict.ttl == nil then verdict = from_headers(verdict) end
   if verdict == nil or verdict.ttl == nil or verdict.ttl <= 0 then return end
   local key, policy = cache_key(handle)
+  -- Only under the block list this worker knows to be in force (a replica that has not yet seen
+  -- a new block must not have its allow replayed after the cache saw the block).
+  if generation == nil or verdict.generation ~= generation then return end
   if key ~= nil and verdict.policy == policy then store(key, verdict, math.floor(verdict.ttl)) end
 end
