@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 
 from authz.blocklist.file_source import BlockFileError, read_block_file
 from authz.blocklist.store import BlockStore
@@ -29,10 +30,10 @@ from authz.core.blocks import (
     BlockList,
     Selector,
     entry_from_mapping,
-    leaf_keys,
     selector,
     spki_of,
 )
+from authz.core.certificate import sans_of_type
 from authz.core.names import display
 
 STORE_TIMEOUT = 5.0
@@ -90,14 +91,14 @@ def _read_certificate(path: Path) -> x509.Certificate:
 
 def _from_certificate(leaf: x509.Certificate, kind: BlockKind) -> Selector:
     if kind is BlockKind.FINGERPRINT:
-        return selector(kind, str(leaf_keys(leaf)[kind][0]))
+        return selector(kind, leaf.fingerprint(hashes.SHA256()).hex())
     if kind is BlockKind.SPKI:
         return selector(kind, spki_of(leaf))
     if kind is BlockKind.SERIAL:
         return selector(kind, {"issuer": display(leaf.issuer), "serial": f"{leaf.serial_number:x}"})
     if kind is BlockKind.SUBJECT:
         return selector(kind, display(leaf.subject))
-    uris = leaf_keys(leaf)[BlockKind.URI]
+    uris = sans_of_type(leaf, x509.UniformResourceIdentifier)
     if len(uris) != 1:
         raise BlockError(f"the certificate has {len(uris)} URI SANs: give --uri")
     return selector(kind, str(uris[0]))

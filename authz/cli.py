@@ -25,6 +25,7 @@ from authz.service.settings import (
     ConfigError,
     Settings,
     load_settings,
+    read_config_file,
 )
 
 log = logging.getLogger("authz")
@@ -183,15 +184,25 @@ def _block_parsers(commands: Any) -> None:
     _where(listing)
 
 
+def _configured_where(config: Path | None) -> Where:
+    """The store and file the service would use: its environment over its file (only these two
+    keys are read: a command run beside the service needs nothing else of its configuration)."""
+    document = read_config_file(config) if config is not None else {}
+    url = os.environ.get("MTLS_AUTHZ_REVOCATION_CACHE_URL") or document.get(
+        "revocation_cache_url", ""
+    )
+    file = os.environ.get("MTLS_AUTHZ_BLOCK_LIST_FILE") or document.get("block_list_file", "")
+    return Where(str(url or ""), Path(file) if file else None)
+
+
 def _block_where(args: argparse.Namespace) -> Where:
     """The store and file named, else those of the configuration (file, environment)."""
     if args.store or args.file:
         return Where(args.store or "", args.file)
-    settings = load_settings(args.config, os.environ, {"listen": "127.0.0.1:0"})
-    file = Path(settings.block_list_file) if settings.block_list_file else None
-    if args.command != "blocks" and settings.revocation_cache_url:
-        file = None  # writes go to the store, the fast path, when there is one
-    return Where(settings.revocation_cache_url, file)
+    where = _configured_where(args.config)
+    if args.command != "blocks" and where.store:
+        return Where(where.store, None)  # writes go to the store, the fast path, when there is one
+    return where
 
 
 def _blocks(args: argparse.Namespace) -> int:
@@ -237,9 +248,7 @@ def _check_blocks(args: argparse.Namespace) -> BlockList | None:
         if args.store or args.blocks:
             where = Where(args.store or "", args.blocks)
         else:
-            settings = load_settings(args.config, os.environ, {"listen": "127.0.0.1:0"})
-            file = Path(settings.block_list_file) if settings.block_list_file else None
-            where = Where(settings.revocation_cache_url, file)
+            where = _configured_where(args.config)
         return read_list(where)
     except (BlockError, ConfigError) as e:
         print(f"{args.cert}: warning: the block list cannot be read: {e}")

@@ -1,10 +1,12 @@
 """In-process cost of one Check with a warm OCSP cache: the servicer called directly, no gRPC.
 
 Isolates mtls-authz's own work from gRPC and the network. Runs variants side by side in one
-process (same machine state) and prints calls/s and µs/call for each; `--profile` prints the top
-functions of the full variant (cProfile).
+process (same machine state), in alternating rounds, and prints calls/s and µs/call for each
+(median round, and the spread); `--profile` prints the top functions of the full variant
+(cProfile). The block-list variants hold 1 000 and 100 000 entries of every kind the client does
+not match: what a Check of a client that is not blocked pays for the list.
 
-    .venv/bin/python -m benchmarks.check_path [--calls 20000] [--profile]
+    .venv/bin/python -m benchmarks.check_path [--calls 20000] [--rounds 5] [--profile]
 """
 
 from __future__ import annotations
@@ -12,9 +14,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import datetime as dt
+import hashlib
 import logging
 import pstats
+import statistics
 import time
+import timeit
 from collections.abc import Callable
 from typing import Any
 
@@ -22,6 +28,7 @@ from envoy.service.auth.v3 import external_auth_pb2
 from prometheus_client import CollectorRegistry
 
 from authz.core.authorizer import Authorizer
+from authz.core.blocks import BlockList, Blocks, entry_from_mapping
 from authz.core.check import Runtime
 from authz.core.decision import State
 from authz.core.issuers import IssuerPolicy
@@ -51,8 +58,27 @@ class FixedFetcher:
         raise AssertionError(f"the prepared answer from {url} did not verify")
 
 
+def block_list(entries: int) -> Blocks:
+    """`entries` entries spread over the kinds, none matching the benchmark's client."""
+    kinds = ("fingerprint", "spki", "subject", "uri")
+    made = []
+    for n in range(entries):
+        kind = kinds[n % len(kinds)]
+        value: Any = hashlib.sha256(n.to_bytes(8, "big")).hexdigest()
+        if kind == "subject":
+            value = f"CN=blocked-{n},O=Lab"
+        elif kind == "uri":
+            value = f"spiffe://lab/blocked/{n}"
+        made.append(entry_from_mapping({kind: value, "reason": "benchmark"}))
+    return Blocks(BlockList.of(made))
+
+
 def make_servicer(
-    pki: LabPki, leaf_der_response: bytes, with_metrics: bool, verdict_ttl: float = 30.0
+    pki: LabPki,
+    leaf_der_response: bytes,
+    with_metrics: bool,
+    verdict_ttl: float = 30.0,
+    blocks: Blocks | None = None,
 ) -> AuthorizationServicer:
     metrics = Metrics(CollectorRegistry()) if with_metrics else None
     state = State(
@@ -66,7 +92,7 @@ def make_servicer(
         metrics,
     )
     runtime = Runtime(
-        Authorizer(state, checker, RevocationMode.REQUIRE),
+        Authorizer(state, checker, RevocationMode.REQUIRE, blocks=blocks),
         VerdictRules(
             "X-Client-Cert", CertHeaderFormat.BASE64_DER, 400, verdict_cache_ttl=verdict_ttl
         ),
@@ -95,6 +121,7 @@ class Floor:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--calls", type=int, default=20_000)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--profile", action="store_true")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO)
@@ -103,16 +130,47 @@ def main() -> None:
     client = pki.client("bench", ocsp_url="http://127.0.0.1:9/ocsp")
     response = build_response((client.cert, pki.issuing.cert), pki.issuing)
     request = check_request(client.cert, pki.issuing.cert)
+    thousand, hundred_thousand = block_list(1_000), block_list(100_000)
     variants: dict[str, Callable[[], Any]] = {
         "floor (constant reply)": Floor,
         "full (metrics + logs)": lambda: make_servicer(pki, response, True),
         "no metrics": lambda: make_servicer(pki, response, False),
         "no verdict metadata": lambda: make_servicer(pki, response, True, 0.0),
+        "full, 1 000 blocks": lambda: make_servicer(pki, response, True, blocks=thousand),
+        "full, 100 000 blocks": lambda: make_servicer(pki, response, True, blocks=hundred_thousand),
     }
-    print(f"{'variant':<24} {'calls/s':>10} {'µs/call':>9}")
-    for name, factory in variants.items():
-        elapsed = asyncio.run(run(factory(), request, args.calls))
-        print(f"{name:<24} {args.calls / elapsed:>10.0f} {elapsed / args.calls * 1e6:>9.1f}")
+    micros: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(args.rounds):
+        for name, factory in variants.items():
+            micros[name].append(asyncio.run(run(factory(), request, args.calls)) / args.calls * 1e6)
+    print(
+        f"{'variant':<24} {'calls/s':>10} {'µs/call':>9}  (median of {args.rounds} rounds; spread)"
+    )
+    for name, values in micros.items():
+        median = statistics.median(values)
+        print(
+            f"{name:<24} {1e6 / median:>10.0f} {median:>9.2f}  ({min(values):.2f}–{max(values):.2f})"
+        )
+    # What the block list adds to a Check is one lookup: measured alone, side by side.
+    leaf = client.cert
+    now = dt.datetime.now(dt.UTC)
+    lists = {"no blocks": Blocks(), "1 000 blocks": thousand, "100 000 blocks": hundred_thousand}
+    lookups: dict[str, list[float]] = {name: [] for name in lists}
+    for _ in range(args.rounds):
+        for name, blocks in lists.items():
+            blocks.match(leaf, now)  # its keys worked out once, as for a returning client
+            timer = timeit.Timer(lambda b=blocks: b.match(leaf, now))  # type: ignore[misc]
+            lookups[name].append(timer.timeit(200_000) / 200_000 * 1e6)
+    for name, values in lookups.items():
+        print(
+            f"block lookup, {name:<15} {statistics.median(values):>6.3f} µs ({min(values):.3f}–{max(values):.3f})"
+        )
+    full = micros["full (metrics + logs)"]
+    for name in ("full, 1 000 blocks", "full, 100 000 blocks"):
+        added = [b - f for b, f in zip(micros[name], full, strict=True)]
+        print(
+            f"{name} − full, per round: median {statistics.median(added):+.2f} µs ({min(added):+.2f}–{max(added):+.2f})"
+        )
     if args.profile:
         servicer = variants["full (metrics + logs)"]()
         profiler = cProfile.Profile()

@@ -7,6 +7,8 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
+import urllib.request
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -225,3 +227,29 @@ class RedisServer:
     def stop(self) -> None:
         if self.process is not None:
             self.process.stop()
+
+
+class Service:
+    """One `mtls-authz serve` on 127.0.0.1: gRPC on `port`, /metrics (and the block list's
+    generation) on `metrics_port`; `args` are the rest of its flags."""
+
+    def __init__(self, name: str, workdir: Path, args: list[str]) -> None:
+        self.port, self.metrics_port = free_port(), free_port()
+        argv = [
+            sys.executable, "-m", "authz", "serve", "--listen", f"127.0.0.1:{self.port}",
+            "--metrics-listen", f"127.0.0.1:{self.metrics_port}", *args,
+        ]  # fmt: skip
+        self.process = Process(name, argv, workdir / f"{name}.log")
+
+    def start(self) -> Service:
+        self.process.start()
+        self.process.wait_until(lambda: tcp_open(self.port), 30, "listening")
+        return self
+
+    def metric(self, line_start: str) -> float:
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as page:
+            for line in page.read().decode().splitlines():
+                if line.startswith(line_start + " "):
+                    return float(line.rsplit(" ", 1)[1])
+        raise AssertionError(f"no metric {line_start}")

@@ -71,21 +71,26 @@ def _serial(text: str) -> int:
 
 @dataclass(frozen=True, slots=True)
 class Selector:
-    """What an entry matches, in canonical form: `key` is what a leaf's keys are compared with,
-    `text` how it is shown."""
+    """What an entry matches, in canonical form: `key` is what a leaf's keys are compared with
+    (the kind and a deterministic text: `CN=a` and `cn=A` give the same), `text` how it is
+    shown."""
 
     kind: BlockKind
-    key: Hashable
+    key: str
     text: str
     written: Any = None
     """The value as a file or the store writes it (the text, or issuer and serial)."""
 
     @property
     def id(self) -> str:
-        """Stable: the same selector has the same id however it was written (`CN=a` and `cn=A`
-        alike), in every process."""
-        digest = hashlib.sha256(f"{self.kind.value}\0{_canonical(self.key)}".encode()).hexdigest()
+        """Stable: the same selector has the same id however it was written, in every process."""
+        digest = hashlib.sha256(self.key.encode()).hexdigest()
         return f"{self.kind.value}-{digest[:12]}"
+
+
+def _key(kind: BlockKind, value: Hashable) -> str:
+    """One string per (kind, value): a dict lookup with it reuses the string's cached hash."""
+    return f"{kind.value}\0{_canonical(value)}"
 
 
 def _canonical(key: Hashable) -> str:
@@ -104,20 +109,21 @@ def selector(kind: BlockKind | str, value: Any) -> Selector:
         if not isinstance(value, str):
             raise ValueError(f"{kind.value} must be a string of hex digits")
         text = _hex(value, kind.value)
-        return Selector(kind, text, text, text)
+        return Selector(kind, _key(kind, text), text, text)
     if kind is BlockKind.SERIAL:
         if not isinstance(value, Mapping) or set(value) != {"issuer", "serial"}:
             raise ValueError("serial must be a mapping of issuer (a DN) and serial (hex)")
         issuer = parse_dn(str(value["issuer"]))
         number = _serial(str(value["serial"]))
         written = {"issuer": display(issuer), "serial": f"{number:x}"}
-        return Selector(kind, (name_key(issuer), number), f"{display(issuer)} {number:x}", written)
+        key = _key(kind, (name_key(issuer), number))
+        return Selector(kind, key, f"{display(issuer)} {number:x}", written)
     if kind is BlockKind.SUBJECT:
         subject = parse_dn(str(value))
-        return Selector(kind, name_key(subject), display(subject), display(subject))
+        return Selector(kind, _key(kind, name_key(subject)), display(subject), display(subject))
     if not isinstance(value, str) or not value or value != value.strip():
         raise ValueError("uri must be the URI SAN exactly, without surrounding spaces")
-    return Selector(kind, value, value, value)
+    return Selector(kind, _key(kind, value), value, value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,19 +208,19 @@ def entry_from_mapping(item: Any, source: str = "") -> BlockEntry:
     )
 
 
-def leaf_keys(leaf: x509.Certificate) -> dict[BlockKind, tuple[Hashable, ...]]:
+def leaf_keys(leaf: x509.Certificate) -> tuple[str, ...]:
     """Every key a block entry could match this certificate by."""
-    keys: dict[BlockKind, tuple[Hashable, ...]] = {
-        BlockKind.FINGERPRINT: (leaf.fingerprint(hashes.SHA256()).hex(),),
-        BlockKind.SPKI: (_spki(leaf),),
-        BlockKind.URI: tuple(sans_of_type(leaf, x509.UniformResourceIdentifier)),
-    }
+    keys = [
+        _key(BlockKind.FINGERPRINT, leaf.fingerprint(hashes.SHA256()).hex()),
+        _key(BlockKind.SPKI, _spki(leaf)),
+        *(_key(BlockKind.URI, uri) for uri in sans_of_type(leaf, x509.UniformResourceIdentifier)),
+    ]
     # An undecodable name: only the other keys can match.
     with contextlib.suppress(ValueError):
-        keys[BlockKind.SERIAL] = ((name_key(leaf.issuer), leaf.serial_number),)
+        keys.append(_key(BlockKind.SERIAL, (name_key(leaf.issuer), leaf.serial_number)))
     with contextlib.suppress(ValueError):
-        keys[BlockKind.SUBJECT] = (name_key(leaf.subject),)
-    return keys
+        keys.append(_key(BlockKind.SUBJECT, name_key(leaf.subject)))
+    return tuple(keys)
 
 
 def _spki(leaf: x509.Certificate) -> str:
@@ -229,39 +235,32 @@ def spki_of(leaf: x509.Certificate) -> str:
 
 @dataclass(frozen=True)
 class BlockList:
-    """Entries merged from every source, indexed by kind and key (an entry given by two sources
-    is kept once, the first given). `generation` identifies the content, so replicas holding the
-    same list report the same one, and Envoy's verdict cache can tell when it changed."""
+    """Entries merged from every source, indexed by key (an entry given by two sources is kept
+    once, the first given). `generation` identifies the content, so replicas holding the same
+    list report the same one, and Envoy's verdict cache can tell when it changed."""
 
     entries: tuple[BlockEntry, ...] = ()
-    _index: Mapping[BlockKind, Mapping[Hashable, BlockEntry]] = field(
-        default_factory=dict, repr=False, compare=False
-    )
+    _index: Mapping[str, BlockEntry] = field(default_factory=dict, repr=False, compare=False)
     generation: str = "0"
 
     @classmethod
     def of(cls, entries: Iterable[BlockEntry]) -> BlockList:
-        index: dict[BlockKind, dict[Hashable, BlockEntry]] = {}
-        kept: list[BlockEntry] = []
+        index: dict[str, BlockEntry] = {}
         for entry in entries:
-            by_key = index.setdefault(entry.kind, {})
-            if entry.selector.key not in by_key:
-                by_key[entry.selector.key] = entry
-                kept.append(entry)
+            index.setdefault(entry.selector.key, entry)
+        kept = tuple(index.values())
         content = "\n".join(
             sorted(f"{e.id} {e.expires.timestamp() if e.expires else ''}" for e in kept)
         )
         generation = hashlib.sha256(content.encode()).hexdigest()[:16] if kept else "0"
-        return cls(tuple(kept), index, generation)
+        return cls(kept, index, generation)
 
-    def match(
-        self, keys: Mapping[BlockKind, tuple[Hashable, ...]], now: dt.datetime
-    ) -> BlockEntry | None:
-        for kind, by_key in self._index.items():
-            for key in keys.get(kind, ()):
-                entry = by_key.get(key)
-                if entry is not None and entry.active(now):
-                    return entry
+    def match(self, keys: Iterable[str], now: dt.datetime) -> BlockEntry | None:
+        index = self._index
+        for key in keys:
+            entry = index.get(key)
+            if entry is not None and (entry.expires is None or now < entry.expires):
+                return entry
         return None
 
     def active(self, now: dt.datetime) -> BlockList:
@@ -271,7 +270,10 @@ class BlockList:
         return BlockList.of(e for e in self.entries if e.active(now))
 
     def counts(self) -> dict[BlockKind, int]:
-        return {kind: len(self._index.get(kind, {})) for kind in BlockKind}
+        found = dict.fromkeys(BlockKind, 0)
+        for entry in self.entries:
+            found[entry.kind] += 1
+        return found
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -286,9 +288,7 @@ class Blocks:
 
     def __init__(self, current: BlockList = EMPTY) -> None:
         self.current = current
-        self._keys: ByIdentity[x509.Certificate, dict[BlockKind, tuple[Hashable, ...]]] = (
-            ByIdentity(LEAF_KEYS_MEMO)
-        )
+        self._keys: ByIdentity[x509.Certificate, tuple[str, ...]] = ByIdentity(LEAF_KEYS_MEMO)
 
     def match(self, leaf: x509.Certificate, now: dt.datetime) -> BlockEntry | None:
         current = self.current

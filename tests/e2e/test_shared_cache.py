@@ -10,9 +10,7 @@ import itertools
 import os
 import shutil
 import signal
-import sys
 import time
-import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -22,13 +20,12 @@ from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 
 from authz.core.revocation import CertStatus
 from authz.demo.pki import Identity, LabPki, make_ocsp_signer, pem_bundle, reissue
-from authz.demo.processes import Process, free_port, tcp_open
 from authz.demo.stack import LocalStack
 from authz.revocation.loading import issuer_fingerprint, shared_key
 from authz.revocation.ocsp import build_query, verify_response
 from tests.e2e.test_ocsp_behaviour import check_request
 from tests.ocsp_responder import OcspResponder, build_response
-from tests.support import RedisServer, envoy_field
+from tests.support import RedisServer, Service, envoy_field
 
 START_TIMEOUT = 30
 CERTIFICATES = 1000
@@ -46,7 +43,7 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
         server.stop()
 
 
-class Replica:
+class Replica(Service):
     """One mtls-authz process using the shared cache."""
 
     def __init__(
@@ -60,28 +57,11 @@ class Replica:
     ) -> None:
         bundle = workdir / "bundle.pem"
         bundle.write_bytes(pem_bundle(pki.root.cert, pki.issuing.cert))
-        self.port, self.metrics_port = free_port(), free_port()
-        argv = [
-            sys.executable, "-m", "authz", "serve", "--listen", f"127.0.0.1:{self.port}",
-            "--metrics-listen", f"127.0.0.1:{self.metrics_port}",
+        super().__init__(name, workdir, [
             "--trust-bundle", str(bundle), "--allowed-issuer", LabPki.ISSUING_DN,
             "--ocsp-responder", f"{LabPki.ISSUING_DN}={responder}",
             "--revocation-cache-url", store, *extra,
-        ]  # fmt: skip
-        self.process = Process(name, argv, workdir / f"{name}.log")
-
-    def start(self) -> Replica:
-        self.process.start()
-        self.process.wait_until(lambda: tcp_open(self.port), START_TIMEOUT, "listening")
-        return self
-
-    def metric(self, line_start: str) -> float:
-        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
-        with urllib.request.urlopen(url, timeout=5) as page:
-            for line in page.read().decode().splitlines():
-                if line.startswith(line_start + " "):
-                    return float(line.rsplit(" ", 1)[1])
-        raise AssertionError(f"no metric {line_start}")
+        ])  # fmt: skip
 
 
 def verdict(response: external_auth_pb2.CheckResponse) -> str:

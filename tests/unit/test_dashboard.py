@@ -32,6 +32,8 @@ def exported_series() -> set[str]:
     metrics = Metrics(CollectorRegistry())
     metrics.observe_revocation_fetch("ocsp", "http://r/", "good", 0.1)
     metrics.observe_cache_lookup("hit")
+    metrics.observe_block_source("store", True)  # exported once a block list source is read
+    metrics.observe_block_sync("store")
     text = generate_latest(metrics.registry).decode()
     return {
         line.split("{")[0].split(" ")[0] for line in text.splitlines() if line and line[0] != "#"
