@@ -100,10 +100,15 @@ def _blocked(sample: Sample) -> bool:
     return sample.status == 400 and sample.reason == "certificate_blocked"
 
 
-def time_to_effect(client: Client, moment: float, blocked: bool) -> tuple[float, float]:
+def time_to_effect(
+    client: Client, moment: float, blocked: bool, window: float = 1.5
+) -> tuple[float, float]:
     """(first request in the new state, last request in the old state), seconds after `moment`,
-    by when each request started; every other outcome is a failure."""
+    by when each request started, over `window` seconds after it (so a replica or an Envoy
+    worker late to change is seen); every other outcome is a failure."""
     client.wait_for(moment, blocked)
+    while time.monotonic() < moment + window:
+        time.sleep(0.02)
     after = client.after(moment)
     for sample in after:
         assert sample.status in (200, 400), sample

@@ -2,8 +2,10 @@
 those expired, swapped in as a whole.
 
 - The file is polled every `FILE_POLL` seconds (a stat: identity, size, time) and read again when
-  it changes — an atomic rename and an in-place write alike. A file that cannot be read whole
-  keeps the entries it gave before; it is logged once (with the line at fault) and reported.
+  it has changed and then stayed as it is for one poll — an atomic rename and an in-place write
+  alike, never a write caught half way (a file truncated on its way to new content would read as
+  no blocks at all). A file that cannot be read whole keeps the entries it gave before; it is
+  logged once (with the line at fault) and reported.
 - The store is followed through its pub/sub channel and read again on every (re)connect and every
   `STORE_CHECK` seconds (its version compared), so a missed message never loses a change. The
   store unreachable: the last list read from it stays, forever, and that is reported.
@@ -56,6 +58,7 @@ class BlockSync:
         self._now = now
         self._file_entries: list[BlockEntry] = []
         self._file_stamp: object = None
+        self._file_changing: object = None
         self._file_problem: str | None = None
         self._store_entries: list[BlockEntry] = []
         self._store_seen: Snapshot | None = None
@@ -132,7 +135,11 @@ class BlockSync:
         assert self._file is not None
         while True:
             await asyncio.sleep(FILE_POLL)
-            if stamp(self._file) != self._file_stamp:
+            seen = stamp(self._file)
+            if seen != self._file_stamp:
+                if seen != self._file_changing:  # still being written, maybe: read it settled
+                    self._file_changing = seen
+                    continue
                 self._read_file()
                 self._apply()
             elif self._file_problem is None and self._observer is not None:
