@@ -19,7 +19,7 @@ from authz.demo.openssl_ocsp import OpensslCa, OpensslResponder
 from authz.demo.pki import Identity, LabPki
 from authz.demo.stack import LocalStack
 from tests.ocsp_responder import Mode, OcspResponder
-from tests.support import edited_template, envoy_xfcc_element, gateway_hcm, http_variant
+from tests.support import edited_template, envoy_xfcc_element, gateway_hcm
 
 CACHED = SHIPPED_ENVOY_DIR / "envoy-cached.yaml"
 
@@ -299,10 +299,11 @@ def test_an_entry_stored_again_after_expiry_is_not_evicted_early(
 def test_the_cache_replays_verdicts_decided_over_http_too(
     envoy: str, pki: LabPki, fresh_responder: OcspResponder, tmp_path: Path
 ) -> None:
-    """ext_authz in HTTP mode: the verdict reaches the Lua as x-mtls-authz-cache-* strings."""
-    template = http_variant(CACHED, tmp_path / "cached-http.yaml")
+    """ext_authz in HTTP mode (the shipped envoy-http-cached.yaml): the verdict reaches the Lua as
+    x-mtls-authz-cache-* strings."""
     with LocalStack(
-        tmp_path, pki, envoy_binary=envoy, envoy_template=template, transport="http",
+        tmp_path, pki, envoy_binary=envoy, envoy_template=SHIPPED_ENVOY_DIR / "envoy-http-cached.yaml",
+        transport="http",
         authz_args=["--verdict-cache-ttl", "30"], ocsp_override=fresh_responder.url,
     ) as stack:  # fmt: skip
         client = pki.client("vc-http-good")
