@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import sys
@@ -341,6 +342,27 @@ def _serve(args: argparse.Namespace, argv: list[str]) -> int:
         return 1
 
 
+async def _store_warnings(settings: Settings) -> list[str]:
+    """The shared store named, asked whether it answers (the service would ask responders in its
+    place, and say so; a configuration that names one nobody answers at deserves a word)."""
+    if not settings.revocation_cache_url:
+        return []
+    from authz.revocation.redis_store import RedisStore
+    from authz.service.settings import redact_url
+
+    store = RedisStore(settings.revocation_cache_url, settings.revocation_cache_timeout * 4)
+    try:
+        await asyncio.wait_for(store.ping(), settings.revocation_cache_timeout * 8)
+    except Exception as e:
+        where = redact_url(settings.revocation_cache_url)
+        return [f"revocation_cache_url: {where} does not answer ({type(e).__name__}); the "
+                "service will ask the responders directly until it does"]  # fmt: skip
+    finally:
+        with contextlib.suppress(Exception):
+            await store.close()
+    return []
+
+
 def _validate_config(path: Path) -> int:
     from authz.service.app import issuer_warnings, load_state
 
@@ -350,7 +372,12 @@ def _validate_config(path: Path) -> int:
     except (ConfigError, TrustBundleError, ValueError) as e:
         print(f"{path}: invalid: {e}", file=sys.stderr)
         return EXIT_CONFIG_ERROR
-    warnings = (*settings.deprecations, *settings.warnings, *issuer_warnings(settings, state))
+    warnings = (
+        *settings.deprecations,
+        *settings.warnings,
+        *issuer_warnings(settings, state),
+        *asyncio.run(_store_warnings(settings)),
+    )
     for warning in warnings:
         print(f"{path}: warning: {warning}", file=sys.stderr)
     count = len(state.trust.certificates)

@@ -23,6 +23,9 @@ from authz.core.revocation import (
 )
 from authz.core.verdict import REVOCATION_HEADER
 
+# Where a revocation answer came from (the decision log's revocation_from).
+RESPONDER, LOCAL_CACHE, SHARED_CACHE = "responder", "local_cache", "shared_cache"
+
 
 class Authorizer:
     """`sources` are asked in order: the first verified answer decides; a source with no URL or
@@ -70,10 +73,11 @@ class Authorizer:
                 else:
                     failed = failed or outcome
                 continue
-            verdict = apply_outcome(decision, outcome, self.mode)
-            if lookup in (Lookup.MISS, Lookup.COALESCED):
-                verdict = dataclasses.replace(verdict, ocsp_latency=outcome.latency)
-            return verdict
+            if lookup not in (Lookup.MISS, Lookup.COALESCED):
+                return apply_outcome(decision, outcome, self.mode, LOCAL_CACHE)
+            if outcome.shared:
+                return apply_outcome(decision, outcome, self.mode, SHARED_CACHE)
+            return apply_outcome(decision, outcome, self.mode, RESPONDER, outcome.latency)
         last = failed or not_allowed
         if last is not None:
             return apply_outcome(decision, last, self.mode)
@@ -110,8 +114,17 @@ def no_source(
     return _deny(decision, Reason.NO_REVOCATION_SOURCE, message, why)
 
 
-def apply_outcome(decision: Decision, outcome: RevocationOutcome, mode: RevocationMode) -> Decision:
-    """Turn a source's outcome into the verdict for an otherwise allowed request."""
+def apply_outcome(
+    decision: Decision,
+    outcome: RevocationOutcome,
+    mode: RevocationMode,
+    origin: str | None = None,
+    latency: float | None = None,
+) -> Decision:
+    """Turn a source's outcome into the verdict for an otherwise allowed request; `origin` is
+    where the answer came from, `latency` how long asking its source took (when it was asked)."""
+    if origin is not None and outcome.status is None:
+        decision = dataclasses.replace(decision, revocation_from=origin, ocsp_latency=latency)
     status = outcome.status
     if outcome.failure is RevocationFailure.RESPONDER_NOT_ALLOWED:
         # Not a responder failure: this certificate's responder may not be asked at all.
@@ -128,6 +141,8 @@ def apply_outcome(decision: Decision, outcome: RevocationOutcome, mode: Revocati
             else f"The revocation status could not be determined ({failure}); try again later."
         )
         return _deny(decision, Reason.REVOCATION_CHECK_FAILED, message, failure)
+    if status.status is not CertStatus.GOOD and origin is not None:
+        decision = dataclasses.replace(decision, revocation_from=origin, ocsp_latency=latency)
     if status.status is CertStatus.REVOKED:
         when = status.revocation_time.isoformat() if status.revocation_time else "unknown time"
         reason = f" (reason: {status.revocation_reason})" if status.revocation_reason else ""
@@ -155,6 +170,8 @@ def apply_outcome(decision: Decision, outcome: RevocationOutcome, mode: Revocati
         revocation="good",
         answer_valid_until=status.valid_until,
         replayable=decision.replayable,
+        revocation_from=origin,
+        ocsp_latency=latency,
     )
 
 

@@ -37,7 +37,10 @@ class Decision:
     revocation: str | None = None
     """What the revocation check found: good, revoked, unknown, unchecked:…, off, or a failure."""
     ocsp_latency: float | None = None
-    """Seconds the OCSP request took, when this Check caused or joined one."""
+    """Seconds the request to the responder (or the CRL download) took, when this Check caused
+    or joined one: never for an answer from a cache."""
+    revocation_from: str | None = None
+    """Where the revocation answer came from: responder, local_cache or shared_cache."""
     xfcc: str = ""
     """Envoy's XFCC header, for the chain headers of an allow."""
     answer_valid_until: datetime | None = None

@@ -10,7 +10,7 @@ values are the metric and log vocabulary.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
 
@@ -91,6 +91,9 @@ class RevocationOutcome:
     failure: RevocationFailure | None = None
     detail: str = ""
     latency: float = 0.0
+    shared: bool = field(default=False, compare=False)
+    """Read from the shared revocation cache (another replica fetched it), not from the source:
+    where it came from this time, not part of the answer."""
 
     @classmethod
     def failed(cls, url: str, error: RevocationError, latency: float = 0.0) -> RevocationOutcome:

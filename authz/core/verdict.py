@@ -55,6 +55,7 @@ AllowKey = tuple[tuple[tuple[str, str], ...], str | bytes, int | None, str]
 TRANSIENT = frozenset(
     {
         Reason.CERTIFICATE_BLOCKED,  # an unblock must take effect at once
+        Reason.CERTIFICATE_STATUS_UNKNOWN,  # a certificate issued a moment ago, soon known
         Reason.REVOCATION_CHECK_FAILED,
         Reason.INTERNAL_ERROR,
         Reason.UNKNOWN_POLICY,

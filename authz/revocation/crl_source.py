@@ -40,6 +40,8 @@ class CrlLoad:
     failure: RevocationFailure | None = None
     detail: str = ""
     latency: float = 0.0
+    shared: bool = False
+    """Read from the shared revocation cache rather than downloaded."""
 
 
 @dataclass(frozen=True)
@@ -95,7 +97,10 @@ class CrlChecker:
             failed = RevocationOutcome(url, None, loaded.failure, loaded.detail, loaded.latency)
             return failed, lookup
         status = loaded.index.status(leaf.serial_number)
-        return RevocationOutcome(url, status=status, latency=loaded.latency), lookup
+        outcome = RevocationOutcome(
+            url, status=status, latency=loaded.latency, shared=loaded.shared
+        )
+        return outcome, lookup
 
     def prefetch(
         self, key: CrlKey, loaded: CrlLoad
@@ -150,7 +155,7 @@ class CrlChecker:
         else:
             remaining = (attempt.answer.valid_until - self._now()).total_seconds()
             ttl = max(0.0, min(remaining, config.max_age))
-        loaded = CrlLoad(url, index=attempt.answer, latency=attempt.latency)
+        loaded = CrlLoad(url, index=attempt.answer, latency=attempt.latency, shared=attempt.shared)
         return Loaded(loaded, ttl, signed=attempt.signed)
 
     def _life_end(self, index: CrlIndex) -> dt.datetime:

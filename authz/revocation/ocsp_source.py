@@ -65,6 +65,9 @@ class OcspConfig:
     """Seconds one request to the responder may take."""
     allow_sha1: bool = False
     """Accept SHA-1 signatures on answers and delegated responder certificates."""
+    unknown_ttl: float = 5.0
+    """Longest an `unknown` is kept (here and in the shared cache): a responder says it for a
+    certificate issued a moment ago, until its index catches up."""
 
 
 class OcspChecker:
@@ -199,7 +202,9 @@ class OcspChecker:
             assert attempt.error is not None
             outcome = RevocationOutcome.failed(url, attempt.error, attempt.latency)
             return Loaded(outcome, config.failure_ttl, definitive=False)
-        outcome = RevocationOutcome(url, status=attempt.answer, latency=attempt.latency)
+        outcome = RevocationOutcome(
+            url, status=attempt.answer, latency=attempt.latency, shared=attempt.shared
+        )
         ttl = (
             self._shared_ttl(attempt.answer, leaf_not_after)
             if attempt.shared
@@ -226,7 +231,10 @@ class OcspChecker:
     def _shared_ttl(self, status: RevocationStatus, leaf_not_after: dt.datetime | None) -> float:
         if status.status is CertStatus.REVOKED:
             return self._ttl(status, leaf_not_after)
-        return max(0.0, (self._life_end(status) - self._now()).total_seconds())
+        life = max(0.0, (self._life_end(status) - self._now()).total_seconds())
+        if status.status is CertStatus.UNKNOWN:
+            return min(life, self._config.unknown_ttl)
+        return life
 
     def _ttl(self, status: RevocationStatus, leaf_not_after: dt.datetime | None) -> float:
         """How long an answer may be served: this bounds how long a revocation goes unseen.
@@ -237,4 +245,6 @@ class OcspChecker:
                 return self._config.max_age
             return max(0.0, (leaf_not_after - now).total_seconds())
         remaining = (status.valid_until - now).total_seconds()
+        if status.status is CertStatus.UNKNOWN:
+            return max(0.0, min(remaining, self._config.unknown_ttl))
         return max(0.0, min(remaining, self._config.max_age))

@@ -27,6 +27,9 @@ class RedisStore:
         self._token = secrets.token_hex(8).encode()
         self._release = self._client.register_script(_RELEASE)
 
+    async def ping(self) -> None:
+        await self._client.ping()
+
     async def get(self, key: str) -> bytes | None:
         value = await self._client.get(key)
         if value is not None and not isinstance(value, bytes):

@@ -41,6 +41,8 @@ REFRESH_AT = 0.8
 POLL_FIRST = 0.01
 POLL_MOST = 0.1
 """Waiting for another replica's answer: polls start 10 ms apart and back off to 100 ms."""
+PROBE_TIMEOUTS = 4
+"""A probe may take this many operation timeouts (a first connection, TLS included)."""
 BREAKER_FAILURES = 3
 BREAKER_OPEN_SECONDS = 5.0
 
@@ -49,6 +51,8 @@ log = logging.getLogger("authz.shared_cache")
 
 class Store(Protocol):
     """What the shared cache needs of a key-value server."""
+
+    async def ping(self) -> None: ...
 
     async def get(self, key: str) -> bytes | None: ...
 
@@ -124,6 +128,23 @@ class SharedAnswers:
         self._clock = clock
         self._breaker = CircuitBreaker(BREAKER_FAILURES, BREAKER_OPEN_SECONDS, clock)
         self._up = True
+
+    async def probe(self) -> bool:
+        """Ask the store whether it answers (at start and on reload), and say so: the metric
+        and, on a change, one log line. Never a reason to refuse, nor to be not ready."""
+        try:
+            await _bounded(self._store.ping, self._timeout * PROBE_TIMEOUTS)
+        except Exception as error:
+            if self._up:
+                self._transition(False, error)
+            elif self._observer is not None:
+                self._observer.observe_shared_cache_up(False)
+            return False
+        if not self._up:
+            self._transition(True, None)
+        elif self._observer is not None:
+            self._observer.observe_shared_cache_up(True)
+        return True
 
     async def find(
         self, key: SharedKey[A], verify: Callable[[bytes], A]

@@ -123,7 +123,6 @@ def shared_answers(settings: Settings, metrics: Metrics) -> SharedAnswers | None
         return None
     store = RedisStore(settings.revocation_cache_url, settings.revocation_cache_timeout)
     wait = max(settings.ocsp_timeout, settings.crl_timeout)
-    metrics.observe_shared_cache_up(True)
     return SharedAnswers(
         store,
         settings.revocation_cache_timeout,
@@ -288,6 +287,8 @@ class Service:
         ):
             logs.configure(settings.log_level, settings.log_format)
         self.settings, self.runtime = settings, runtime
+        if self.shared is not None:
+            await self.shared.probe()
         dropped = self.prune_caches(state.trust.certificates, previous[0])
         self.metrics.observe_trust_bundle(state.trust)
         self.metrics.observe_reload(True)
@@ -336,6 +337,8 @@ async def serve(
         service = Service(settings, sources, session, metrics)
         sync = block_sync(settings, service.blocks, _BlocksSeen(metrics))
         try:
+            if service.shared is not None:
+                await service.shared.probe()  # says so now, not at the first Check
             # Before serving: a replica enforces the blocks in force from its first Check.
             await sync.start(wait=BLOCK_START_WAIT)
             if sync.degraded:

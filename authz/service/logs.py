@@ -97,6 +97,8 @@ def log_decision(decision: Decision, request: CheckInput) -> None:
         fields["ocsp_outcome"] = decision.revocation
     if decision.block_id is not None:
         fields["block_id"] = decision.block_id
+    if decision.revocation_from is not None:
+        fields["revocation_from"] = decision.revocation_from
     if decision.ocsp_latency is not None:
         fields["ocsp_latency"] = round(decision.ocsp_latency, 6)
     decisions.log(level, decision.message or "allowed", extra=fields)

@@ -85,8 +85,8 @@ class Metrics:
         )
         self.shared_cache_up = Gauge(
             "mtls_authz_shared_cache_up",
-            "1 while the shared revocation cache is used, 0 while its breaker skips it "
-            "(absent without revocation_cache_url).",
+            "1 while the shared revocation cache answers; 0 while it does not (found at start or "
+            "reload, or its breaker skips it), and 0 without revocation_cache_url.",
             registry=registry,
             multiprocess_mode="livemin",
         )

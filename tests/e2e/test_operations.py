@@ -391,3 +391,30 @@ def test_startup_is_not_ready_until_serving(pki: LabPki, tmp_path: Path) -> None
         assert seen_ready
     finally:
         process.stop()
+
+
+def test_a_reload_says_which_changes_need_a_restart_and_keeps_them_out(
+    policy_only: Running, pki: LabPki
+) -> None:
+    """A changed http_listen or workers cannot be applied by a reload: one warning names them,
+    and the `reloaded` line shows what is in effect — the values the process started with —
+    while the rest of the reload is applied."""
+    new_port = free_port()
+    policy_only.write_config(http_listen=f"127.0.0.1:{new_port}", workers=2, deny_status=403)
+    policy_only.process.signal(signal.SIGHUP)
+    policy_only.wait_for(lambda: reloads(policy_only, "success") >= 1, "reloaded")
+    lines = [
+        json.loads(line)
+        for line in policy_only.process.log_text().splitlines()
+        if line.startswith("{")
+    ]
+    (warning,) = [
+        line for line in lines if line["message"].startswith("changed settings need a restart")
+    ]
+    assert warning["keys"] == ["http_listen", "workers"]
+    (reloaded,) = [line for line in lines if line["message"] == "reloaded"]
+    assert reloaded["config"]["http_listen"] == "" and reloaded["config"]["workers"] == 1
+    assert reloaded["config"]["deny_status"] == 403
+    assert not tcp_open(new_port)
+    response = policy_only.check(pki.client("reload-restart", pki.other))
+    assert response.denied_response.status.code == 403  # the rest was applied

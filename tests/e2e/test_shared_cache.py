@@ -7,10 +7,14 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import itertools
+import json
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import time
+import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -19,7 +23,9 @@ import pytest
 from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 
 from authz.core.revocation import CertStatus
+from authz.demo.openssl_ocsp import OpensslCa, OpensslResponder
 from authz.demo.pki import Identity, LabPki, make_ocsp_signer, pem_bundle, reissue
+from authz.demo.processes import free_port
 from authz.demo.stack import LocalStack
 from authz.revocation.loading import issuer_fingerprint, shared_key
 from authz.revocation.ocsp import build_query, verify_response
@@ -398,3 +404,95 @@ def test_a_lock_that_is_never_released_costs_a_check_less_than_envoy_s_timeout(
         result = stack.curl(client, "/held-lock")
     assert result.status == 200, result.body
     assert fresh_responder.requests == 1
+
+
+def test_a_newly_issued_client_is_unknown_only_briefly_on_every_replica(
+    pki: LabPki, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """`openssl ocsp` answers unknown for a certificate added to its index after it started
+    (real responders do during issuance): kept ocsp_unknown_cache, here and in the shared cache,
+    not ocsp_cache_max_age; the client is let in on every replica once its CA knows it."""
+    ca = OpensslCa(tmp_path / "ca", pki.issuing)
+    client = pki.client("newly-issued")
+    extra = ("--prefetch-window", "0", "--ocsp-unknown-cache", "1", "--log-level", "debug")
+    with OpensslResponder(ca, tmp_path / "ocsp.log") as responder:
+        first, second = (
+            Replica(name, tmp_path, pki, responder.url, redis_server.url, extra).start()
+            for name in ("unknown-a", "unknown-b")
+        )
+        try:
+            assert run_checks([first], [client]) == [["certificate_status_unknown"]]
+            ca.add_valid(client)
+            responder.restart()
+            time.sleep(1.5)
+            assert run_checks([second], [client]) == [["allow"]]
+            assert run_checks([first], [client]) == [["allow"]]
+        finally:
+            first.process.stop()
+            second.process.stop()
+    # Where the answers came from, in the decision log: only the responder's has a latency.
+    lines = [
+        json.loads(line) for line in second.process.log_text().splitlines() if '"decision"' in line
+    ]
+    assert [(line["revocation_from"], "ocsp_latency" in line) for line in lines] == [
+        ("responder", True)
+    ]
+
+
+def test_the_decision_log_says_where_the_answer_came_from(
+    pki: LabPki, fresh_responder: OcspResponder, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    extra = ("--prefetch-window", "0", "--log-level", "debug")
+    client = pki.client("answer-origin")
+    first, second = (
+        Replica(name, tmp_path, pki, fresh_responder.url, redis_server.url, extra).start()
+        for name in ("origin-a", "origin-b")
+    )
+    try:
+        run_checks([first], [client])  # the responder
+        run_checks([first], [client])  # first's own cache
+        run_checks([second], [client])  # the shared cache
+    finally:
+        first.process.stop()
+        second.process.stop()
+    origins = []
+    for replica in (first, second):
+        for line in replica.process.log_text().splitlines():
+            if '"decision"' in line:
+                entry = json.loads(line)
+                origins.append((entry["revocation_from"], "ocsp_latency" in entry))
+    assert origins == [("responder", True), ("local_cache", False), ("shared_cache", False)]
+
+
+def test_a_store_that_does_not_answer_is_said_at_start_and_by_validate_config(
+    pki: LabPki, fresh_responder: OcspResponder, tmp_path: Path
+) -> None:
+    """Not ready-or-not: the store is never a reason to refuse. But the metric and the log say
+    it does not answer before any Check, and validate-config warns of it."""
+    nowhere = f"redis://127.0.0.1:{free_port()}/0"
+    replica = Replica("nowhere", tmp_path, pki, fresh_responder.url, nowhere).start()
+    try:
+        deadline = time.monotonic() + 10
+        while "shared revocation cache unavailable" not in replica.process.log_text():
+            assert time.monotonic() < deadline, replica.process.log_text()
+            time.sleep(0.1)
+        assert replica.metric("mtls_authz_shared_cache_up") == 0
+        url = f"http://127.0.0.1:{replica.metrics_port}/readyz"
+        with urllib.request.urlopen(url, timeout=5) as ready:
+            assert ready.status == 200
+        assert '"decision"' not in replica.process.log_text()  # said before any Check
+    finally:
+        replica.process.stop()
+    config = tmp_path / "config.yaml"
+    bundle = tmp_path / "bundle.pem"
+    config.write_text(
+        f"trust_bundle: {bundle}\nallowed_issuers: ['{LabPki.ISSUING_DN}']\n"
+        f"revocation_cache_url: {nowhere}\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "authz", "validate-config", str(config)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "revocation_cache_url: redis://127.0.0.1:" in done.stderr
+    assert "does not answer" in done.stderr and "1 warnings" in done.stdout

@@ -150,8 +150,12 @@ class Settings:
     ocsp_timeout: float = setting(2.0, "Seconds for one OCSP request, connecting to last byte.",
                                   check=check_positive)
     ocsp_cache_max_age: float = setting(
-        300.0, "Longest a good or unknown OCSP answer is served (bounds how long a revocation "
-        "goes unseen).", check=check_positive)
+        300.0, "Longest a good OCSP answer is served, whatever its nextUpdate (bounds how long a "
+        "revocation goes unseen).", check=check_positive)
+    ocsp_unknown_cache: float = setting(
+        5.0, "Longest an OCSP unknown is kept, here and in the shared cache (a responder says it "
+        "for a certificate issued a moment ago, until its index catches up).",
+        check=check_not_negative)
     ocsp_cache_size: int = setting(
         100_000, "Most OCSP answers kept (least recently used evicted).", check=check_positive,
         restart=True)
@@ -233,6 +237,7 @@ class Settings:
             max_response_age=self.ocsp_max_response_age,
             timeout=self.ocsp_timeout,
             allow_sha1=self.allow_sha1_signatures,
+            unknown_ttl=self.ocsp_unknown_cache,
         )
 
     @functools.cached_property
