@@ -134,6 +134,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="Run the local demo stack (PKI, Envoy, backend).")
     demo.add_argument("--once", action="store_true", help="Run the checks once and exit.")
+    demo.add_argument("--http", action="store_true", help="Envoy asks over HTTP, not gRPC.")
+    demo.add_argument("--replicas", type=int, default=1, help="mtls-authz processes (default 1).")
+    demo.add_argument("--shared-cache", action="store_true",
+                      help="A redis-server from PATH as the replicas' shared cache.")  # fmt: skip
+    demo.add_argument("--keep", type=Path, metavar="DIR",
+                      help="Write the PKI, configs and logs to DIR and keep them.")  # fmt: skip
     return parser
 
 
@@ -291,9 +297,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return serve(args.dir, args.host, args.port)
     if args.command == "demo":
-        from authz.demo.run import run_demo
+        from authz.demo.run import DemoError, DemoOptions, run_demo
 
-        return int(run_demo(once=args.once))
+        options = DemoOptions(args.once, args.http, args.replicas, args.shared_cache, args.keep)
+        try:
+            return run_demo(options)
+        except DemoError as e:
+            print(f"mtls-authz demo: {e}", file=sys.stderr)
+            return EXIT_CONFIG_ERROR
     raise AssertionError(args.command)
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,13 +24,14 @@ def render(
     *,
     listener_ports: Mapping[str, int],
     admin_port: int,
-    cluster_ports: Mapping[str, int],
+    cluster_ports: Mapping[str, int | Sequence[int]],
     files: Mapping[str, Path],
 ) -> dict[str, Any]:
     """Load `template`, bind listeners and clusters to 127.0.0.1 by name, and swap file paths.
 
-    The `envoy_admin` cluster follows `admin_port`. A listener or cluster not named keeps its
-    port (so a config can be validated without choosing every port).
+    The `envoy_admin` cluster follows `admin_port`. A cluster given several ports gets one
+    endpoint on each (replicas). A listener or cluster not named keeps its port (so a config can
+    be validated without choosing every port).
     """
     config: dict[str, Any] = yaml.safe_load(template.read_text())
     config["admin"]["address"]["socket_address"].update(address="127.0.0.1", port_value=admin_port)
@@ -45,11 +46,18 @@ def render(
         if port is None:
             continue
         cluster["type"] = "STATIC"
-        for group in cluster["load_assignment"]["endpoints"]:
-            for endpoint in group["lb_endpoints"]:
-                endpoint["endpoint"]["address"]["socket_address"].update(
-                    address="127.0.0.1", port_value=port
-                )
+        each = [port] if isinstance(port, int) else list(port)
+        (group,) = cluster["load_assignment"]["endpoints"]
+        template_endpoint = group["lb_endpoints"][0]
+        group["lb_endpoints"] = [
+            {
+                **template_endpoint,
+                "endpoint": {
+                    "address": {"socket_address": {"address": "127.0.0.1", "port_value": p}}
+                },
+            }
+            for p in each
+        ]
     paths = {VERDICT_CACHE_LUA: str(SHIPPED_LUA), **{k: str(v) for k, v in files.items()}}
     replaced: dict[str, Any] = _replace_filenames(config, paths)
     return replaced

