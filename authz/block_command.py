@@ -12,7 +12,6 @@ import asyncio
 import datetime as dt
 import getpass
 import json
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,20 +37,10 @@ from authz.core.names import display
 
 STORE_TIMEOUT = 5.0
 EXIT_OK, EXIT_ERROR = 0, 1
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?$")
-_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
 
 
 class BlockError(Exception):
     """The command cannot do what it was asked; the message says why."""
-
-
-def duration(text: str) -> float:
-    """Seconds from `90s`, `15m`, `2h`, `1d`, `500ms` or a plain number of seconds."""
-    match = _DURATION.match(text.strip())
-    if not match:
-        raise ValueError(f"not a duration: {text!r} (say 90s, 15m, 2h or 1d)")
-    return float(match.group(1)) * _UNITS[match.group(2)]
 
 
 @dataclass(frozen=True)

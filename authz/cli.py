@@ -11,11 +11,10 @@ import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from authz import __version__
 from authz.block_command import Where
-from authz.block_command import duration as block_duration
 from authz.core.blocks import BlockKind, BlockList
 from authz.core.trust import TrustBundleError
 from authz.service import logs
@@ -28,29 +27,41 @@ from authz.service.settings import (
     load_settings,
     read_config_file,
 )
+from authz.service.settings.values import parse_duration
 
 log = logging.getLogger("authz")
 
 
 def duration(text: str) -> float:
     try:
-        return block_duration(text)
+        return parse_duration(text)
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
 EXIT_CONFIG_ERROR = 2
+# A command line that cannot be read (sysexits' EX_USAGE): never a code a command gives meaning
+# to (`check` exits 2 for unknown).
+EXIT_USAGE = 64
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="mtls-authz",
         description="Envoy ext_authz service for mutual TLS client certificates.",
     )
     parser.add_argument("--version", action="version", version=f"mtls-authz {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True)
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    serve = commands.add_parser("serve", help="Serve Envoy's Authorization/Check over gRPC.")
+    serve = commands.add_parser(
+        "serve", help="Serve Envoy's ext_authz Check over gRPC (listen) and/or HTTP (http_listen)."
+    )
     serve.add_argument("--config", type=Path, help="YAML configuration file.")
     for option in OPTIONS:
         kwargs: dict[str, Any] = {"default": None}
@@ -72,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     check = commands.add_parser(
         "check",
         help="Print one certificate's OCSP status (exit 0 good, 1 revoked, 2 unknown, 3 error, "
-        "4 a SHA-1 signature refused, 5 blocked).",
+        "4 a SHA-1 signature refused, 5 blocked, 64 a command line it cannot read).",
     )
     check.add_argument(
         "cert", type=Path, help="Certificate (PEM, optionally followed by its chain, or DER)."
@@ -89,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--at", type=_timestamp, help="Verify as of this time (ISO 8601).")
     check.add_argument("--hash", choices=("sha1", "sha256"), default="sha1", help="CertID hash.")
     check.add_argument("--nonce", action="store_true", help="Send a nonce.")
-    check.add_argument("--timeout", type=float, default=5.0, help="Seconds for the request.")
+    check.add_argument("--timeout", type=duration, default=5.0, help="For the request (5s).")
     check.add_argument(
         "--allow-sha1-signatures", action="store_true",
         help="Accept SHA-1 signatures, as the service's allow_sha1_signatures does.",
@@ -310,7 +321,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _timestamp(text: str) -> datetime:
     """ISO 8601; a time without a zone is UTC."""
-    value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not an ISO 8601 time: {text!r} (say 2026-12-04T10:00:00Z)"
+        ) from None
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 

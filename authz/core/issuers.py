@@ -26,6 +26,23 @@ class IssuerPolicy:
         return name_key(issuer) in self.allowed
 
 
+def reversed_issuers(dns: Sequence[str], bundle_subjects: Sequence[x509.Name]) -> list[str]:
+    """An error for each allowed issuer that is a bundle CA's name in reverse order: valid RFC
+    4514, but another name (RFC 4514 writes the most specific RDN first), so it would refuse
+    every client of that CA."""
+    present = {name_key(name): display(name) for name in bundle_subjects}
+    errors = []
+    for dn in dns:
+        key = name_key(parse_dn(dn))
+        if key not in present and tuple(reversed(key)) in present:
+            errors.append(
+                f"allowed issuer {dn!r} is the bundle's {present[tuple(reversed(key))]!r} in "
+                "reverse order: RFC 4514 writes the most specific RDN (CN) first, so as written "
+                "it names another issuer and would refuse every client of that CA"
+            )
+    return errors
+
+
 def issuers_without_ca(dns: Sequence[str], bundle_subjects: Sequence[x509.Name]) -> list[str]:
     """A warning for each allowed issuer no bundle certificate has as its subject.
 
@@ -37,7 +54,8 @@ def issuers_without_ca(dns: Sequence[str], bundle_subjects: Sequence[x509.Name])
     displays = list(present.values())
     warnings = []
     for index, dn in enumerate(dns):
-        if name_key(parse_dn(dn)) in present:
+        key = name_key(parse_dn(dn))
+        if key in present or tuple(reversed(key)) in present:  # reversed: an error elsewhere
             continue
         joined = _rejoined(dns, index, present)
         if joined:

@@ -86,7 +86,39 @@ def parse_dn(text: str) -> x509.Name:
     try:
         return x509.Name.from_rfc4514_string(stripped, _TYPES)
     except ValueError as e:
+        meant = _from_openssl_output(stripped)
+        if meant is not None:
+            raise ValueError(
+                f"not a valid RFC 4514 distinguished name: {text!r} looks like `openssl x509 "
+                f"-issuer` output, which lists the RDNs in the certificate's order; in RFC 4514 "
+                f"(most specific first) write {meant[0]!r}, or in slash form {meant[1]!r}"
+            ) from e
         raise ValueError(f"not a valid RFC 4514 distinguished name: {text!r}") from e
+
+
+_OPENSSL_RDN = re.compile(r"^\s*([A-Za-z][A-Za-z0-9.]*)\s+=\s+(.*?)\s*$")
+
+
+def _from_openssl_output(text: str) -> tuple[str, str] | None:
+    """`O = Lab, CN = Lab Issuing CA` (OpenSSL's default name output, certificate order) as RFC
+    4514 and as slash form, when that is what it is."""
+    rdns = []
+    body = text.removeprefix("issuer=").removeprefix("subject=")
+    for part in re.split(r"(?<!\\), ", body):
+        found = _OPENSSL_RDN.match(part)
+        if found is None:
+            return None
+        rdns.append((found.group(1), re.sub(r"\\(.)", r"\1", found.group(2))))
+    rfc4514 = ",".join(f"{t}={_escape(v)}" for t, v in reversed(rdns))
+    try:
+        x509.Name.from_rfc4514_string(rfc4514, _TYPES)
+    except ValueError:
+        return None
+    return rfc4514, "".join(f"/{t}={v}" for t, v in rdns)
+
+
+def _escape(value: str) -> str:
+    return "".join("\\" + c if c in ',+"\\<>;' else c for c in value)
 
 
 def _strip_unescaped(text: str) -> str:

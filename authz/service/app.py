@@ -33,7 +33,7 @@ from authz.core.authorizer import Authorizer
 from authz.core.blocks import BlockList, Blocks
 from authz.core.check import Runtime
 from authz.core.decision import State
-from authz.core.issuers import IssuerPolicy, issuers_without_ca
+from authz.core.issuers import IssuerPolicy, issuers_without_ca, reversed_issuers
 from authz.core.modes import EnforcementMode, RevocationMode
 from authz.core.policies import DEFAULT_POLICY, PolicySpec
 from authz.core.revocation import RevocationSource
@@ -81,6 +81,16 @@ def load_state(settings: Settings) -> State:
         trust = TrustBundle.load(Path(settings.trust_bundle))
     except TrustBundleError as e:
         raise TrustBundleError(f"trust_bundle: {e}") from None
+    subjects = [cert.subject for cert in trust.certificates]
+    errors = [f"allowed_issuers: {e}" for e in reversed_issuers(settings.allowed_issuers, subjects)]
+    for name, spec in settings.route_specs.items():
+        if tuple(spec.allowed_issuers) != tuple(settings.allowed_issuers):
+            errors += [
+                f"policies.{name}.allowed_issuers: {e}"
+                for e in reversed_issuers(spec.allowed_issuers, subjects)
+            ]
+    if errors:
+        raise ValueError("; ".join(errors))
     return State(
         trust=trust,
         policy=IssuerPolicy.from_dns(settings.allowed_issuers),

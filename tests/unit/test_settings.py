@@ -328,3 +328,53 @@ def test_the_shared_cache_url_is_checked_and_its_password_never_logged(url: str)
         load_settings(None, {}, {**base, "revocation_cache_url": "http" + url[url.index(":") :]})
     assert "s3cret" not in str(info.value)
     assert load_settings(None, {}, base).redacted()["revocation_cache_url"] == ""
+
+
+def test_durations_take_the_units_people_write(tmp_path: Path) -> None:
+    base = {"trust_bundle": "/b", "allowed_issuers": [ISSUER]}
+    config = write_config(
+        tmp_path, "ocsp_timeout: 2s\ncrl_cache_max_age: 1h\nverdict_cache_ttl: 30\n"
+    )
+    settings = load_settings(
+        config, {"MTLS_AUTHZ_REVOCATION_CACHE_TIMEOUT": "250ms"}, {**base, "shutdown_grace": "1m"}
+    )
+    assert (settings.ocsp_timeout, settings.crl_cache_max_age, settings.verdict_cache_ttl) == (
+        2.0, 3600.0, 30.0,
+    )  # fmt: skip
+    assert (settings.revocation_cache_timeout, settings.shutdown_grace) == (0.25, 60.0)
+    with pytest.raises(
+        ConfigError, match=r"ocsp_timeout \(from --ocsp-timeout\): not a duration: '2 minutes'"
+    ):
+        load_settings(None, {}, {**base, "ocsp_timeout": "2 minutes"})
+
+
+@pytest.mark.parametrize(
+    ("written", "says"),
+    [
+        ("O = Lab, CN = Lab Issuing CA", "looks like `openssl x509 -issuer` output"),
+        ("O=Lab,CN=Lab Issuing CA", "in reverse order: RFC 4514 writes the most specific RDN"),
+    ],
+)
+def test_an_issuer_dn_written_the_wrong_way_round_says_what_was_meant(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], pki: LabPki, written: str, says: str
+) -> None:
+    """Copied from `openssl x509 -issuer`, or reversed: refused with the DN to write, not
+    started to refuse every client."""
+    bundle = tmp_path / "bundle.pem"
+    bundle.write_bytes(pem_bundle(pki.root.cert, pki.issuing.cert))
+    config = write_config(tmp_path, f"trust_bundle: {bundle}\nallowed_issuers: ['{written}']\n")
+    assert main(["validate-config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert says in err and "CN=Lab Issuing CA,O=Lab" in err
+
+
+def test_check_s_usage_errors_are_not_its_status_codes(capsys: pytest.CaptureFixture[str]) -> None:
+    """2 means unknown to `check`: a command line it cannot read exits 64 (EX_USAGE)."""
+    with pytest.raises(SystemExit) as info:
+        main(["check"])
+    assert info.value.code == 64
+    with pytest.raises(SystemExit) as info:
+        main(["check", "c.pem", "--at", "yesterday"])
+    assert info.value.code == 64
+    err = capsys.readouterr().err
+    assert "not an ISO 8601 time: 'yesterday'" in err and "_timestamp" not in err

@@ -22,6 +22,8 @@ class Declared:
     check: Callable[[Any], str | None] | None = None
     aliases: tuple[str, ...] = ()
     restart: bool = False
+    duration: bool = False
+    """Seconds, also written with a unit (500ms, 2s, 5m, 2h, 1d)."""
 
 
 def setting(
@@ -32,9 +34,10 @@ def setting(
     check: Callable[[Any], str | None] | None = None,
     aliases: tuple[str, ...] = (),
     restart: bool = False,
+    duration: bool = False,
 ) -> Any:
     """Declare one configuration key as a field of Settings."""
-    declared = {"setting": Declared(help, flag, check, aliases, restart)}
+    declared = {"setting": Declared(help, flag, check, aliases, restart, duration)}
     if isinstance(default, dict):
         return field(default_factory=dict, metadata=declared)
     return field(default=default, metadata=declared)

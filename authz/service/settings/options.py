@@ -15,7 +15,7 @@ import yaml
 from authz.core.modes import choice_text
 from authz.service.settings.declare import ConfigError, Declared
 from authz.service.settings.table import Settings
-from authz.service.settings.values import IssuerUrls
+from authz.service.settings.values import IssuerUrls, parse_duration
 
 ENV_PREFIX = "MTLS_AUTHZ_"
 
@@ -107,9 +107,12 @@ def convert(option: Option, value: Any, source: str) -> Any:
     """Convert a value from any source to the option's kind, check it with the declaration's
     check, parse it into the field's type; ConfigError names the key and the source."""
     try:
-        converted = (
-            choice_text(value, option.choices) if option.choices else _convert(option.kind, value)
-        )
+        if option.declared.duration and isinstance(value, str):
+            converted: Any = parse_duration(value)
+        elif option.choices:
+            converted = choice_text(value, option.choices)
+        else:
+            converted = _convert(option.kind, value)
     except (TypeError, ValueError) as e:
         raise ConfigError(f"{option.key} (from {source}): {e}") from None
     if option.choices and converted not in option.choices:

@@ -50,11 +50,12 @@ class Settings:
         "both, may listen.", check=check_optional_listen, restart=True)
     http_request_timeout: float = setting(
         10.0, "Seconds a request to http_listen may take to arrive in full from its first byte; "
-        "then 408 and the connection is closed.", check=check_positive, restart=True)
+        "then 408 and the connection is closed.", check=check_positive, restart=True, duration=True)
     http_idle_timeout: float = setting(
         300.0, "Seconds an http_listen connection may stay idle between requests (keep Envoy's "
         "cluster idle_timeout shorter, as the shipped envoy-http.yaml does with 60 s, so Envoy "
-        "closes first and no request races the close).", check=check_positive, restart=True)
+        "closes first and no request races the close).", check=check_positive, restart=True,
+        duration=True)
     metrics_listen: str = setting(
         "", "HTTP address for /metrics, /healthz and /readyz (empty: off).",
         check=check_optional_listen, restart=True)
@@ -98,7 +99,7 @@ class Settings:
         "unknown_policy, policy_mismatch and internal_error 500.", check=deny_status_problem)
     verdict_cache_ttl: float = setting(
         30.0, "Longest Envoy's verdict cache (envoy/envoy-cached.yaml) may replay a verdict; "
-        "0: off.", check=check_not_negative)
+        "0: off.", check=check_not_negative, duration=True)
     mode: EnforcementMode = setting(
         EnforcementMode.ENFORCE,
         "enforce: refuse; audit: let every request through, with x-mtls-authz-would-deny: <reason> "
@@ -116,7 +117,7 @@ class Settings:
         "supervisor that sums /metrics, restarts a worker that dies and drains all on SIGTERM. "
         "Each worker keeps its own caches.", check=check_positive, restart=True)
     shutdown_grace: float = setting(5.0, "Seconds in-flight checks get to finish after SIGTERM.",
-                                    check=check_positive, restart=True)
+                                    check=check_positive, restart=True, duration=True)
     revocation_mode: RevocationMode = setting(
         RevocationMode.REQUIRE,
         "Revocation checking: require (no verified answer, no entry), soft-fail (revoked and "
@@ -128,10 +129,10 @@ class Settings:
         "The first source with a verified answer decides.")
     revocation_skew: float = setting(
         300.0, "Seconds of clock skew tolerated on thisUpdate and nextUpdate (OCSP and CRLs).",
-        check=check_not_negative, aliases=("ocsp_skew",))
+        check=check_not_negative, aliases=("ocsp_skew",), duration=True)
     revocation_failure_cache: float = setting(
         5.0, "Seconds a failed revocation check is remembered, so a dead source is not hammered.",
-        check=check_not_negative, aliases=("ocsp_failure_cache",))
+        check=check_not_negative, aliases=("ocsp_failure_cache",), duration=True)
     revocation_allowed_hosts: tuple[str, ...] = setting(
         (), "Hosts a certificate's AIA OCSP URL or CRL distribution point may name: host names, "
         "IP addresses or CIDR networks (networks match IP-literal URLs only; empty: any). "
@@ -143,19 +144,19 @@ class Settings:
         flag="--crl-url")
     crl_timeout: float = setting(
         4.0, "Seconds for one CRL download (keep it under Envoy's ext_authz timeout).",
-        check=check_positive)
+        check=check_positive, duration=True)
     crl_cache_max_age: float = setting(
         3600.0, "Longest a CRL is used before it is fetched again, whatever its nextUpdate.",
-        check=check_positive)
+        check=check_positive, duration=True)
     ocsp_timeout: float = setting(2.0, "Seconds for one OCSP request, connecting to last byte.",
-                                  check=check_positive)
+                                  check=check_positive, duration=True)
     ocsp_cache_max_age: float = setting(
         300.0, "Longest a good OCSP answer is served, whatever its nextUpdate (bounds how long a "
-        "revocation goes unseen).", check=check_positive)
+        "revocation goes unseen).", check=check_positive, duration=True)
     ocsp_unknown_cache: float = setting(
         5.0, "Longest an OCSP unknown is kept, here and in the shared cache (a responder says it "
         "for a certificate issued a moment ago, until its index catches up).",
-        check=check_not_negative)
+        check=check_not_negative, duration=True)
     ocsp_cache_size: int = setting(
         100_000, "Most OCSP answers kept (least recently used evicted).", check=check_positive,
         restart=True)
@@ -166,7 +167,8 @@ class Settings:
     ocsp_max_response_age: float = setting(
         0.0, "Oldest an OCSP answer's thisUpdate may be, in seconds, however far its nextUpdate "
         "(0: no bound but nextUpdate), as openssl ocsp -status_age: bounds how long an on-path "
-        "replay of an old signed good can last without a nonce.", check=check_not_negative)
+        "replay of an old signed good can last without a nonce.", check=check_not_negative,
+        duration=True)
     ocsp_nonce: bool = setting(
         False, "Send an RFC 8954 nonce and require it echoed (responders and their CDNs then "
         "cannot serve cached answers, and nothing is shared between replicas).")
@@ -176,14 +178,15 @@ class Settings:
     prefetch_window: float = setting(
         300.0, "Answers (OCSP and CRL) used within this many seconds are refreshed in the "
         "background before they are due, so returning clients never wait (0: off).",
-        check=check_not_negative, restart=True)
+        check=check_not_negative, restart=True, duration=True)
     prefetch_rate: float = setting(10.0, "Most prefetch requests per second to one responder.",
                                    check=check_positive, restart=True)
     ocsp_responder_concurrency: int = setting(32, "Most requests in flight to one responder.",
                                               check=check_positive)
     revocation_cache_url: str = setting(
-        "", "Shared revocation cache for every replica: redis://[USER:PASSWORD@]HOST:PORT/DB, "
-        "rediss:// for TLS (Redis or Valkey; empty: off). Logs show it without its password.",
+        "", "Shared revocation cache (and block list) for every replica: "
+        "redis://[USER:PASSWORD@]HOST:PORT/DB, rediss:// for TLS, unix://PATH?db=N for a local "
+        "socket (Redis or Valkey; empty: off). Logs show it without its password.",
         check=check_store_url, restart=True)
     block_list_file: str = setting(
         "", "Emergency block list, YAML or JSON (see docs/incidents.md): watched, a change in "
@@ -193,11 +196,11 @@ class Settings:
     revocation_deadline: float = setting(
         4.5, "Longest a Check spends on one revocation lookup with the shared cache, waiting for "
         "another replica's fetch included: keep it under Envoy's ext_authz timeout (5 s in the "
-        "shipped configs).", check=check_positive, restart=True)
+        "shipped configs).", check=check_positive, restart=True, duration=True)
     revocation_cache_timeout: float = setting(
         0.25, "Seconds for one operation on the shared revocation cache before the responder is "
         "asked instead (counted on this process's event loop, so it includes its own queueing).",
-        check=check_positive, restart=True)
+        check=check_positive, restart=True, duration=True)
     # Not keys: what loading found.
     route_specs: Mapping[str, PolicySpec] = field(default_factory=dict, compare=False)
     """Every policy, parsed once: `default` is the top-level settings unless named so."""

@@ -168,6 +168,20 @@ class IssuerUrls:
         return cls(tuple(texts), by_issuer)
 
 
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds from `500ms`, `2s`, `5m`, `2h`, `1d` or a plain number of seconds."""
+    found = _DURATION.match(text.strip())
+    if not found:
+        raise ValueError(
+            f"not a duration: {text!r} (a number of seconds, or 500ms, 90s, 15m, 2h, 1d)"
+        )
+    return float(found.group(1)) * _UNITS[found.group(2)]
+
+
 def check_choice(name: str, choices: tuple[str, ...]) -> Callable[[str], str | None]:
     def check(value: str) -> str | None:
         return None if value in choices else f"{value!r} is not one of {', '.join(choices)}"
