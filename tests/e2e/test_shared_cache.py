@@ -61,7 +61,7 @@ class Replica(Service):
         store: str,
         extra: Sequence[str] = ("--prefetch-window", "0"),
     ) -> None:
-        bundle = workdir / "bundle.pem"
+        bundle = workdir / f"{name}-bundle.pem"  # its own: a rewrite would reload the others
         bundle.write_bytes(pem_bundle(pki.root.cert, pki.issuing.cert))
         super().__init__(name, workdir, [
             "--trust-bundle", str(bundle), "--allowed-issuer", LabPki.ISSUING_DN,
@@ -484,7 +484,7 @@ def test_a_store_that_does_not_answer_is_said_at_start_and_by_validate_config(
     finally:
         replica.process.stop()
     config = tmp_path / "config.yaml"
-    bundle = tmp_path / "bundle.pem"
+    bundle = tmp_path / "nowhere-bundle.pem"
     config.write_text(
         f"trust_bundle: {bundle}\nallowed_issuers: ['{LabPki.ISSUING_DN}']\n"
         f"revocation_cache_url: {nowhere}\n"
