@@ -7,6 +7,8 @@ its port. It reads the index at start: restart it after `revoke`.
 
 from __future__ import annotations
 
+import datetime as dt
+import random
 import subprocess
 from pathlib import Path
 
@@ -41,9 +43,9 @@ commonName = supplied
 """
 
 
-def _openssl(*args: str) -> None:
+def _openssl(*args: str, timeout: float = OPENSSL_TIMEOUT) -> None:
     done = subprocess.run(
-        ["openssl", *args], capture_output=True, text=True, timeout=OPENSSL_TIMEOUT, check=False
+        ["openssl", *args], capture_output=True, text=True, timeout=timeout, check=False
     )
     if done.returncode != 0:
         raise RuntimeError(f"openssl {args[0]} failed: {done.stderr}")
@@ -74,10 +76,10 @@ class OpensslCa:
         path.write_bytes(identity.cert_pem)
         return path
 
-    def _ca(self, *args: str) -> None:
+    def _ca(self, *args: str, timeout: float = OPENSSL_TIMEOUT) -> None:
         done = subprocess.run(
             ["openssl", "ca", "-config", str(self.config), "-batch", *args],
-            capture_output=True, text=True, timeout=OPENSSL_TIMEOUT, check=False,
+            capture_output=True, text=True, timeout=timeout, check=False,
         )  # fmt: skip
         if done.returncode != 0:
             raise RuntimeError(f"openssl ca {' '.join(args)} failed: {done.stderr}")
@@ -146,9 +148,34 @@ class OpensslCa:
         """Revoke the certificate (`openssl ca -revoke`); restart the responder to serve it."""
         self._ca("-revoke", str(self._cert_file(identity)), "-crl_reason", reason)
 
-    def gencrl(self, path: Path, days: int = 1, md: str = "sha256") -> Path:
-        """Write the CA's CRL (`openssl ca -gencrl -md MD`), PEM."""
-        self._ca("-gencrl", "-md", md, "-out", str(path), "-crldays", str(days))
+    def record_revoked(self, count: int, seed: int = 0) -> None:
+        """Record `count` more revoked certificates in the index, as a CA of millions of
+        clients has: random 159-bit serials, revoked in the past, with the reasons CAs give
+        most (none, keyCompromise, superseded, cessationOfOperation) in turn. Nothing issued:
+        only the database `-gencrl` reads."""
+        rng = random.Random(seed)  # noqa: S311 - made-up serials, reproducible from the seed
+        reasons = ("", ",keyCompromise", ",superseded", ",cessationOfOperation")
+        revoked_at = (dt.datetime.now(dt.UTC) - dt.timedelta(days=1)).strftime("%y%m%d%H%M%SZ")
+        with (self.directory / "index.txt").open("a") as index:
+            for i in range(count):
+                serial = rng.getrandbits(159) | (1 << 158)
+                index.write(
+                    f"R\t491231235959Z\t{revoked_at}{reasons[i % 4]}\t{serial:040X}\t"
+                    f"unknown\t/CN=revoked-{seed}-{i}\n"
+                )
+
+    def gencrl(self, path: Path, days: int = 1, md: str = "sha256", *, der: bool = False) -> Path:
+        """Write the CA's CRL (`openssl ca -gencrl -md MD`), PEM or, as CAs publish them, DER.
+        A million entries take `openssl ca` some 10 s."""
+        timeout = OPENSSL_TIMEOUT * 10
+        if not der:
+            self._ca("-gencrl", "-md", md, "-out", str(path), "-crldays", str(days),
+                     timeout=timeout)  # fmt: skip
+            return path
+        pem = path.with_suffix(".pem")
+        self._ca("-gencrl", "-md", md, "-out", str(pem), "-crldays", str(days), timeout=timeout)
+        _openssl("crl", "-in", str(pem), "-outform", "DER", "-out", str(path), timeout=timeout)
+        pem.unlink()
         return path
 
 

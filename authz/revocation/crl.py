@@ -1,4 +1,4 @@
-"""CRLs (RFC 5280 §5) as a revocation source: verification and an O(1) index. Pure.
+"""CRLs (RFC 5280 §5) as a revocation source: verification into a compact index. Pure.
 
 A CRL is accepted only if the issuer signed it (signature verified with the issuer's key, issuer
 name equal), it is fresh (thisUpdate ≤ now + skew, now ≤ nextUpdate + skew), and it is a complete
@@ -9,7 +9,7 @@ are refused rather than misread, as is any unknown critical extension.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from collections.abc import Iterator
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -17,14 +17,11 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import CRLEntryExtensionOID, ExtensionOID
 
 from authz.core.names import name_key
-from authz.core.revocation import (
-    CertStatus,
-    RevocationError,
-    RevocationFailure,
-    RevocationStatus,
-    check_freshness,
-)
+from authz.core.revocation import RevocationError, RevocationFailure, check_freshness
 from authz.core.trust import verify_signature
+from authz.revocation.crl_index import REASONS, CrlIndex, RevokedSerials, micros
+
+REASON_CODES = {reason: code for code, reason in enumerate(REASONS)}
 
 # Extensions a complete CRL may carry and we understand.
 _KNOWN_CRL_EXTENSIONS = frozenset(
@@ -37,32 +34,6 @@ _KNOWN_CRL_EXTENSIONS = frozenset(
 _KNOWN_ENTRY_EXTENSIONS = frozenset(
     {CRLEntryExtensionOID.CRL_REASON, CRLEntryExtensionOID.INVALIDITY_DATE}
 )
-
-
-@dataclass(frozen=True, slots=True)
-class CrlIndex:
-    """A verified CRL reduced to what lookups need: revoked serials → (time, reason)."""
-
-    revoked: dict[int, tuple[dt.datetime, str | None]]
-    this_update: dt.datetime
-    next_update: dt.datetime | None
-    valid_until: dt.datetime
-
-    def status(self, serial: int) -> RevocationStatus:
-        """The certificate's status in OCSP's terms, so both sources feed one decision."""
-        entry = self.revoked.get(serial)
-        if entry is None:
-            return RevocationStatus(
-                CertStatus.GOOD, self.this_update, self.next_update, self.valid_until
-            )
-        return RevocationStatus(
-            CertStatus.REVOKED,
-            self.this_update,
-            self.next_update,
-            self.valid_until,
-            entry[0],
-            entry[1],
-        )
 
 
 def load_crl(data: bytes) -> x509.CertificateRevocationList:
@@ -93,9 +64,15 @@ def verify_crl(
     _check_extensions(crl)
     this_update, next_update = crl.last_update_utc, crl.next_update_utc
     valid_until = check_freshness(this_update, next_update, now, skew, max_age)
-    revoked: dict[int, tuple[dt.datetime, str | None]] = {}
+    revoked = RevokedSerials.build(_entries(crl))
+    return CrlIndex(revoked, this_update, next_update, valid_until)
+
+
+def _entries(crl: x509.CertificateRevocationList) -> Iterator[tuple[int, int, int]]:
+    """(serial, revocation time in µs, reason code) of every entry; an unknown critical entry
+    extension refuses the whole CRL."""
     for entry in crl:
-        reason = None
+        code = 0
         for extension in entry.extensions:
             if extension.critical and extension.oid not in _KNOWN_ENTRY_EXTENSIONS:
                 raise RevocationError(
@@ -103,9 +80,8 @@ def verify_crl(
                     f"unknown critical entry extension {extension.oid.dotted_string}",
                 )
             if isinstance(extension.value, x509.CRLReason):
-                reason = extension.value.reason.value
-        revoked[entry.serial_number] = (entry.revocation_date_utc, reason)
-    return CrlIndex(revoked, this_update, next_update, valid_until)
+                code = REASON_CODES[extension.value.reason.value]
+        yield entry.serial_number, micros(entry.revocation_date_utc), code
 
 
 def _check_signature(

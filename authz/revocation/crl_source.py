@@ -16,7 +16,9 @@ from cryptography import x509
 from authz.core.names import NameKey
 from authz.core.revocation import Lookup, RevocationFailure, RevocationOutcome
 from authz.revocation.cache import Loaded, SingleFlightCache
-from authz.revocation.crl import CrlIndex, crl_urls, verify_crl
+from authz.revocation.crl import crl_urls
+from authz.revocation.crl_index import CrlIndex
+from authz.revocation.crl_worker import CrlVerifier
 from authz.revocation.fetch import HttpFetcher
 from authz.revocation.loading import (
     Observer,
@@ -27,8 +29,12 @@ from authz.revocation.loading import (
 )
 from authz.revocation.shared import REFRESH_AT, SharedAnswers, SharedKey
 
-MAX_CRL_BYTES = 16 * 1024 * 1024
 CrlKey = tuple[str, bytes]
+SHARED_CRL_MAX_BYTES = 8 * 1024 * 1024
+"""Larger CRLs are not put in the shared cache: reading tens of MB back would not fit in
+revocation_cache_timeout, and would hold a single-threaded Redis for every other client
+meanwhile. Each replica downloads them from the distribution point, as every relying party
+of the CA does."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +62,8 @@ class CrlConfig:
     """Seconds one CRL download may take."""
     allow_sha1: bool = False
     """Accept SHA-1-signed CRLs."""
+    max_bytes: int = 64 * 1024 * 1024
+    """Largest CRL downloaded (streamed; a larger one fails as too_large)."""
 
 
 class CrlChecker:
@@ -69,8 +77,12 @@ class CrlChecker:
         observer: Observer | None = None,
         now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
         shared: SharedAnswers | None = None,
+        verifier: CrlVerifier | None = None,
     ) -> None:
         self._fetcher = fetcher
+        self._verifier = verifier or CrlVerifier()
+        self._unshared: set[CrlKey] = set()
+        """CRLs last seen larger than SHARED_CRL_MAX_BYTES: fetched without the shared cache."""
         self._cache = cache
         self._config = config
         self._now = now
@@ -122,29 +134,37 @@ class CrlChecker:
             newer = held_since is None or index.this_update > held_since
             return newer and self._fresh(index)
 
-        def verify(body: bytes) -> CrlIndex:
-            return verify_crl(
+        async def verify(body: bytes) -> CrlIndex:
+            return await self._verifier.verify(
                 body,
                 issuer,
                 self._now(),
                 skew=dt.timedelta(seconds=config.skew),
                 max_age=dt.timedelta(seconds=config.max_age),
                 allow_sha1=config.allow_sha1,
+                url=url,
             )
 
-        shared = SharedKey(
-            shared_key("crl", issuer_fingerprint(issuer).hex(), url),
+        key = (url, issuer_fingerprint(issuer))
+        shared = None if key in self._unshared else SharedKey(
+            shared_key("crl", key[1].hex(), url),
             fresh,
             lambda index: max(0.0, (self._life_end(index) - self._now()).total_seconds()),
-        )
+            max_bytes=SHARED_CRL_MAX_BYTES,
+        )  # fmt: skip
         attempt = await self._loader.load(
             url,
-            lambda: self._fetcher.get(url, MAX_CRL_BYTES),
+            lambda: self._fetcher.get(url, config.max_bytes),
             verify,
             lambda _: "loaded",
             {"crl": url},
             shared,
         )
+        if attempt.signed:
+            if len(attempt.signed) > SHARED_CRL_MAX_BYTES:
+                self._unshared.add(key)
+            else:
+                self._unshared.discard(key)
         if attempt.answer is None:
             assert attempt.error is not None
             error = attempt.error

@@ -151,7 +151,7 @@ class SourceLoader:
         self,
         url: str,
         fetch: Callable[[], Awaitable[bytes]],
-        verify: Callable[[bytes], A],
+        verify: Callable[[bytes], Awaitable[A]],
         outcome: Callable[[A], str],
         log_fields: Mapping[str, object],
         shared: SharedKey[A] | None = None,
@@ -192,7 +192,7 @@ class SourceLoader:
         self,
         url: str,
         fetch: Callable[[], Awaitable[bytes]],
-        verify: Callable[[bytes], A],
+        verify: Callable[[bytes], Awaitable[A]],
         outcome: Callable[[A], str],
         log_fields: Mapping[str, object],
     ) -> Attempt[A]:
@@ -207,7 +207,7 @@ class SourceLoader:
                 )
             body = await fetch()
             try:
-                answer = verify(body)
+                answer = await verify(body)
             except Exception as error:
                 if isinstance(error, RevocationError):
                     if error.failure is not RevocationFailure.WEAK_SIGNATURE:  # not a fault

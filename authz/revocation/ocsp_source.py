@@ -170,7 +170,7 @@ class OcspChecker:
             newer = held_since is None or status.this_update > held_since
             return newer and self._fresh(status)
 
-        def verify(body: bytes) -> RevocationStatus:
+        async def verify(body: bytes) -> RevocationStatus:  # a few hundred µs: on the loop
             return verify_response(
                 body,
                 query,

@@ -96,6 +96,8 @@ class SharedKey(Generic[A]):
     """Whether a verified answer read back may be served instead of asking the responder."""
     ttl: Callable[[A], float]
     """How long the store may keep a verified answer (its own validity under our rules)."""
+    max_bytes: float = math.inf
+    """Larger signed answers are not stored."""
 
 
 _FAILED = object()
@@ -147,7 +149,7 @@ class SharedAnswers:
         return True
 
     async def find(
-        self, key: SharedKey[A], verify: Callable[[bytes], A]
+        self, key: SharedKey[A], verify: Callable[[bytes], Awaitable[A]]
     ) -> tuple[A, bytes] | Unavailable | None:
         """A stored answer that verifies and is fresh; None (absent or not usable); or
         UNAVAILABLE: the store failed, and this answer should not wait on it again."""
@@ -158,7 +160,7 @@ class SharedAnswers:
             self._count("miss")
             return None
         assert isinstance(body, bytes)
-        found, verdict = self._judge(body, key, verify)
+        found, verdict = await self._judge(body, key, verify)
         self._count(verdict)
         return found
 
@@ -169,7 +171,7 @@ class SharedAnswers:
         return Claim.OURS if taken else Claim.THEIRS
 
     async def recheck(
-        self, key: SharedKey[A], verify: Callable[[bytes], A]
+        self, key: SharedKey[A], verify: Callable[[bytes], Awaitable[A]]
     ) -> tuple[A, bytes] | None:
         """Just after taking the lock: another replica may have stored its answer and released
         the lock between our read and our claim."""
@@ -189,7 +191,7 @@ class SharedAnswers:
         return min(self._clock() + self._wait, started + self._deadline - reserve)
 
     async def wait_for(
-        self, key: SharedKey[A], verify: Callable[[bytes], A], until: float = math.inf
+        self, key: SharedKey[A], verify: Callable[[bytes], Awaitable[A]], until: float = math.inf
     ) -> tuple[A, bytes] | None:
         """Another replica is asking the responder: wait for its answer, until `until` at most
         (and never longer than `wait`)."""
@@ -204,7 +206,7 @@ class SharedAnswers:
                 return None  # the store failed: ask the responder
             body, held = seen
             if body is not None:
-                found = self._usable(body, key, verify)
+                found = await self._usable(body, key, verify)
                 if found is not None:
                     self._count("lock_wait_hit")
                     return found
@@ -214,14 +216,14 @@ class SharedAnswers:
         return None
 
     async def _read_again(
-        self, key: SharedKey[A], verify: Callable[[bytes], A]
+        self, key: SharedKey[A], verify: Callable[[bytes], Awaitable[A]]
     ) -> tuple[A, bytes] | None:
         body = await self._call(lambda: self._store.get(key.key))
-        return self._usable(body, key, verify) if isinstance(body, bytes) else None
+        return await self._usable(body, key, verify) if isinstance(body, bytes) else None
 
     async def share(self, key: SharedKey[A], body: bytes, answer: A) -> None:
         ttl = key.ttl(answer)
-        if ttl <= 0:
+        if ttl <= 0 or len(body) > key.max_bytes:
             return
         if await self._call(lambda: self._store.put(key.key, body, ttl)) is not _FAILED:
             self._count("written")
@@ -235,16 +237,16 @@ class SharedAnswers:
         except Exception:  # closing at shutdown: nothing left to protect
             log.debug("closing the shared revocation cache failed", exc_info=True)
 
-    def _usable(
-        self, body: bytes, key: SharedKey[A], verify: Callable[[bytes], A]
+    async def _usable(
+        self, body: bytes, key: SharedKey[A], verify: Callable[[bytes], Awaitable[A]]
     ) -> tuple[A, bytes] | None:
-        return self._judge(body, key, verify)[0]
+        return (await self._judge(body, key, verify))[0]
 
-    def _judge(
-        self, body: bytes, key: SharedKey[A], verify: Callable[[bytes], A]
+    async def _judge(
+        self, body: bytes, key: SharedKey[A], verify: Callable[[bytes], Awaitable[A]]
     ) -> tuple[tuple[A, bytes] | None, str]:
         try:
-            answer = verify(body)
+            answer = await verify(body)
         except Exception:
             return None, "refused"
         return ((answer, body), "hit") if key.fresh(answer) else (None, "stale")

@@ -42,6 +42,7 @@ from authz.core.verdict import VerdictRules
 from authz.revocation.cache import SingleFlightCache
 from authz.revocation.compact import key_parts
 from authz.revocation.crl_source import CrlChecker, CrlKey, CrlLoad
+from authz.revocation.crl_worker import CrlVerifier
 from authz.revocation.fetch import HttpFetcher
 from authz.revocation.loading import SourceUrls, issuer_fingerprint
 from authz.revocation.ocsp_source import CacheKey, OcspChecker
@@ -174,6 +175,7 @@ class Service:
         self.shared = shared_answers(settings, metrics)
         self.cache = new_ocsp_cache(settings.ocsp_cache_size)
         self.crl_cache = SingleFlightCache[CrlKey, CrlLoad](CRL_CACHE_SIZE)
+        self.crl_verifier = CrlVerifier()
         metrics.watch_cache_size(lambda: len(self.cache))
         self.settings = settings
         state = load_state(settings)
@@ -193,7 +195,12 @@ class Service:
         )
         crl_fetcher = HttpFetcher(self.session, settings.crl_timeout)
         crl = CrlChecker(
-            crl_fetcher, self.crl_cache, settings.crl_config, self.metrics, shared=self.shared
+            crl_fetcher,
+            self.crl_cache,
+            settings.crl_config,
+            self.metrics,
+            shared=self.shared,
+            verifier=self.crl_verifier,
         )
         self.checkers = (checker, crl)
         self.prefetch_targets = (
@@ -356,6 +363,7 @@ async def serve(
             return await _run(service, sync)
         finally:
             await sync.close()
+            await service.crl_verifier.close()
             if service.shared is not None:
                 await service.shared.close()
 

@@ -148,6 +148,9 @@ class Settings:
     crl_cache_max_age: float = setting(
         3600.0, "Longest a CRL is used before it is fetched again, whatever its nextUpdate.",
         check=check_positive, duration=True)
+    crl_max_bytes: int = setting(
+        64 * 1024 * 1024, "Largest CRL downloaded, in bytes (streamed; larger fails as "
+        "too_large). The default holds a CRL of over a million entries.", check=check_positive)
     ocsp_timeout: float = setting(2.0, "Seconds for one OCSP request, connecting to last byte.",
                                   check=check_positive, duration=True)
     ocsp_cache_max_age: float = setting(
@@ -253,6 +256,7 @@ class Settings:
             allowed_hosts=self.revocation_allowed_hosts,
             timeout=self.crl_timeout,
             allow_sha1=self.allow_sha1_signatures,
+            max_bytes=self.crl_max_bytes,
         )
 
 
