@@ -28,6 +28,9 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3, help="Alternating rounds (direct, e2e).")
     parser.add_argument("--cold", type=int, default=500, help="Distinct certificates, cold path.")
     parser.add_argument("--memory-entries", type=int, default=100_000)
+    parser.add_argument(
+        "--crl-entries", type=int, default=1_000_000, help="Largest CRL of the big-crl section."
+    )
     parser.add_argument("--only", choices=[s.name for s in sections], action="append")
     parser.add_argument("--no-write", action="store_true", help="Print only; no results file.")
     args = parser.parse_args()

@@ -4,6 +4,8 @@
 - Concurrent lookups of a missing key share one load (one request at the responder).
 - A hit past `REFRESH_AT` of its lifetime starts one background reload and is served meanwhile,
   so hot keys never wait. A reload that fails does not replace a still-valid definitive entry.
+- A caller may let an expired entry be served while its reload is still in flight (`hold`):
+  a CRL whose refresh takes longer than the rest of its life.
 - A caller that is cancelled (Envoy gave up) does not cancel the shared load.
 
 With a `Codec`, each entry is one bytes object — its times packed beside the codec's bytes — so a
@@ -93,7 +95,14 @@ class SingleFlightCache(Generic[K, V]):
     def __len__(self) -> int:
         return len(self._entries)
 
-    async def get(self, key: K, load: Callable[[], Awaitable[Loaded[V]]]) -> tuple[V, Lookup]:
+    async def get(
+        self,
+        key: K,
+        load: Callable[[], Awaitable[Loaded[V]]],
+        hold: Callable[[V, float], bool] | None = None,
+    ) -> tuple[V, Lookup]:
+        """`hold(value, late)`: whether a definitive value `late` seconds past its expiry may
+        still be served while its reload is in flight (rather than the caller waiting for it)."""
         now = self._clock()
         entry = self._entries.get(key)
         if entry is not None:
@@ -115,6 +124,12 @@ class SingleFlightCache(Generic[K, V]):
                     self._start_load(key, load)
                     return value, Lookup.STALE_REFRESH
                 return value, Lookup.HIT
+            if hold is not None and key in self._loading:
+                expires_at, _, _, definitive = self._times(entry)
+                value = self._value(key, entry)
+                if definitive and hold(value, now - expires_at):
+                    self._entries[key] = entry  # until the reload replaces it
+                    return value, Lookup.STALE_REFRESH
         task = self._loading.get(key)
         lookup = Lookup.COALESCED
         if task is None:

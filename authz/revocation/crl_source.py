@@ -103,7 +103,7 @@ class CrlChecker:
         self._issuers[fingerprint] = issuer
         key = (url, fingerprint)
         loaded, lookup = await self._cache.get(
-            key, lambda: self._load(issuer, url, self._cache.peek(key))
+            key, lambda: self._load(issuer, url, self._cache.peek(key)), self._hold
         )
         if loaded.index is None:
             failed = RevocationOutcome(url, None, loaded.failure, loaded.detail, loaded.latency)
@@ -113,6 +113,18 @@ class CrlChecker:
             url, status=status, latency=loaded.latency, shared=loaded.shared
         )
         return outcome, lookup
+
+    def _hold(self, loaded: CrlLoad, late: float) -> bool:
+        """A CRL past crl_cache_max_age whose refresh is in flight is served until the new one
+        is in place — no longer than the refresh may take, and never past its own nextUpdate
+        (with the skew allowed): Checks do not wait while a large CRL is verified."""
+        index = loaded.index
+        # A refresh: a wait on another replica's download and a download (crl_timeout each),
+        # and the verification.
+        longest = 2 * self._config.timeout + self._verifier.timeout
+        if index is None or late > longest:
+            return False
+        return self._now() <= index.valid_until + dt.timedelta(seconds=self._config.skew)
 
     def prefetch(
         self, key: CrlKey, loaded: CrlLoad

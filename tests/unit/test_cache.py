@@ -40,8 +40,8 @@ class Clock:
 class Loader:
     """Counts loads; each returns the next value; optionally waits for a gate."""
 
-    def __init__(self, ttl: float = 10.0, definitive: bool = True) -> None:
-        self.calls = 0
+    def __init__(self, ttl: float = 10.0, definitive: bool = True, first: int = 1) -> None:
+        self.calls = first - 1
         self.ttl = ttl
         self.definitive = definitive
         self.gate: asyncio.Event | None = None
@@ -124,6 +124,54 @@ async def test_failed_refresh_keeps_the_good_answer() -> None:
     assert await cache.get("k", failing) == (1, Lookup.HIT)
     clock.now += 1.01  # still valid, but past the retry time set by the failure
     assert (await cache.get("k", failing))[1] is Lookup.STALE_REFRESH
+
+
+async def test_an_expired_entry_is_held_while_its_reload_runs_only_if_the_caller_says_so() -> None:
+    clock = Clock()
+    cache = new_cache(10, clock)
+    await cache.get("k", Loader(ttl=10))
+    clock.now += 8.5
+    slow = Loader(ttl=10, first=2)
+    slow.gate = asyncio.Event()
+    assert await cache.get("k", slow) == (1, Lookup.STALE_REFRESH)  # the reload starts
+    clock.now += 2.0  # expired 0.5 s ago, the reload still running
+    lates: list[float] = []
+
+    def hold(value: int, late: float) -> bool:
+        lates.append(late)
+        return late <= 1.0
+
+    assert await cache.get("k", slow, hold) == (1, Lookup.STALE_REFRESH)
+    assert lates == [pytest.approx(0.5, abs=0.11)]  # packed times are kept to 0.1 s
+    clock.now += 1.0  # 1.5 s late: refused, so this caller waits for the reload
+    waiting = asyncio.create_task(cache.get("k", slow, hold))
+    await asyncio.sleep(0)
+    assert not waiting.done()
+    slow.gate.set()
+    assert await waiting == (2, Lookup.COALESCED)
+
+
+async def test_without_a_reload_in_flight_an_expired_entry_is_never_held() -> None:
+    clock = Clock()
+    cache = new_cache(10, clock)
+    await cache.get("k", Loader(ttl=10))
+    clock.now += 10.5
+    assert await cache.get("k", Loader(ttl=10), lambda value, late: True) == (1, Lookup.MISS)
+
+
+async def test_a_failed_reload_ends_the_hold() -> None:
+    clock = Clock()
+    cache = new_cache(10, clock)
+    await cache.get("k", Loader(ttl=10))
+    clock.now += 8.5
+    failing = Loader(ttl=5, definitive=False, first=2)
+    failing.gate = asyncio.Event()
+    await cache.get("k", failing)
+    clock.now += 2.0
+    assert await cache.get("k", failing, lambda value, late: True) == (1, Lookup.STALE_REFRESH)
+    failing.gate.set()
+    await asyncio.sleep(0.01)
+    assert await cache.get("k", failing, lambda value, late: True) == (2, Lookup.HIT)
 
 
 async def test_failures_are_kept_for_their_short_ttl_and_not_refreshed_ahead() -> None:
