@@ -50,7 +50,7 @@ class Loaded(Generic[V]):
     value: V
     ttl: float
     definitive: bool = True
-    signed: bytes = b""
+    signed: bytes | memoryview = b""
 
 
 KC = TypeVar("KC", contravariant=True)

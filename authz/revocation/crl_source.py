@@ -19,7 +19,7 @@ from authz.revocation.cache import Loaded, SingleFlightCache
 from authz.revocation.crl import crl_urls
 from authz.revocation.crl_index import CrlIndex
 from authz.revocation.crl_worker import CrlVerifier
-from authz.revocation.fetch import HttpFetcher
+from authz.revocation.fetch import Body, HttpFetcher
 from authz.revocation.loading import (
     Observer,
     SourceLoader,
@@ -30,6 +30,9 @@ from authz.revocation.loading import (
 from authz.revocation.shared import REFRESH_AT, SharedAnswers, SharedKey
 
 CrlKey = tuple[str, bytes]
+CRL_READ_PACE = 100e6
+"""Bytes per second a CRL is read at, at most: a million-entry CRL (50 MB) in half a second,
+spread so that Checks are not held back behind it while it arrives at loopback speed."""
 SHARED_CRL_MAX_BYTES = 8 * 1024 * 1024
 """Larger CRLs are not put in the shared cache: reading tens of MB back would not fit in
 revocation_cache_timeout, and would hold a single-threaded Redis for every other client
@@ -146,7 +149,7 @@ class CrlChecker:
             newer = held_since is None or index.this_update > held_since
             return newer and self._fresh(index)
 
-        async def verify(body: bytes) -> CrlIndex:
+        async def verify(body: Body) -> CrlIndex:
             return await self._verifier.verify(
                 body,
                 issuer,

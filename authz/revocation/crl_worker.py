@@ -25,7 +25,9 @@ import contextlib
 import datetime as dt
 import json
 import logging
+import mmap
 import resource
+import shutil
 import sys
 import time
 
@@ -35,6 +37,7 @@ from cryptography.hazmat.primitives import serialization
 from authz.core.revocation import RevocationError, RevocationFailure
 from authz.revocation.crl import verify_crl
 from authz.revocation.crl_index import Buffer, CrlIndex, RevokedSerials
+from authz.revocation.fetch import Body
 
 INLINE_MAX_BYTES = 64 * 1024
 """CRLs up to this size (about 1 300 entries, a few ms) are verified on the loop: a child's
@@ -45,9 +48,13 @@ refresh in the CPU they leave (the CRL held is served meanwhile)."""
 VERIFY_TIMEOUT = 120.0
 """A child still verifying after this long is killed and the CRL counts as failed."""
 _CHILD = (
-    f"import os; os.nice({NICENESS}); import runpy; "  # yielding from its first instruction
+    "import os, runpy; "
+    f"os.setpriority(os.PRIO_PROCESS, 0, max(os.getpriority(os.PRIO_PROCESS, 0), {NICENESS})); "
     "runpy.run_module('authz.revocation.crl_worker', run_name='__main__')"
 )
+_NICE = shutil.which("nice")
+"""With coreutils' nice, the child yields from its first instruction, its interpreter's start
+included; without, from the first line it runs."""
 _CHUNK = 1024 * 1024
 _LINE_LIMIT = 1024 * 1024
 
@@ -65,7 +72,7 @@ class CrlVerifier:
 
     async def verify(
         self,
-        body: bytes,
+        body: Body,
         issuer: x509.Certificate,
         now: dt.datetime,
         *,
@@ -75,7 +82,8 @@ class CrlVerifier:
         url: str = "",
     ) -> CrlIndex:
         if len(body) <= self._inline_max:
-            return verify_crl(body, issuer, now, skew=skew, max_age=max_age, allow_sha1=allow_sha1)
+            data = bytes(body)
+            return verify_crl(data, issuer, now, skew=skew, max_age=max_age, allow_sha1=allow_sha1)
         request = {
             "issuer": base64.b64encode(issuer.public_bytes(serialization.Encoding.DER)).decode(),
             "now": now.isoformat(),
@@ -86,10 +94,11 @@ class CrlVerifier:
         async with self._one_at_a_time:
             return await self._in_child(request, body, url)
 
-    async def _in_child(self, request: dict[str, object], body: bytes, url: str) -> CrlIndex:
+    async def _in_child(self, request: dict[str, object], body: Body, url: str) -> CrlIndex:
         started = time.monotonic()
+        nice = (_NICE, "-n", str(NICENESS)) if _NICE else ()
         child = await asyncio.create_subprocess_exec(
-            sys.executable, "-c", _CHILD,
+            *nice, sys.executable, "-c", _CHILD,
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE, limit=_LINE_LIMIT,
         )  # fmt: skip
@@ -140,7 +149,7 @@ class CrlVerifier:
 
 
 async def _exchange(
-    child: asyncio.subprocess.Process, request: dict[str, object], body: bytes
+    child: asyncio.subprocess.Process, request: dict[str, object], body: Body
 ) -> tuple[CrlIndex, dict[str, object]]:
     assert child.stdin is not None and child.stdout is not None and child.stderr is not None
     errors = asyncio.ensure_future(child.stderr.read(64 * 1024))
@@ -174,7 +183,7 @@ async def _exchange(
         errors.cancel()
 
 
-async def _send(stdin: asyncio.StreamWriter, request: dict[str, object], body: bytes) -> None:
+async def _send(stdin: asyncio.StreamWriter, request: dict[str, object], body: Body) -> None:
     """In chunks, so the loop never copies the whole body at once into the pipe's buffer."""
     try:
         stdin.write(json.dumps(request).encode() + b"\n")
@@ -187,16 +196,20 @@ async def _send(stdin: asyncio.StreamWriter, request: dict[str, object], body: b
         pass  # the child exited early; its answer (or its absence) says why
 
 
-async def _read_exactly(stream: asyncio.StreamReader, size: int) -> bytearray:
-    """`size` bytes, a chunk at a time (never tens of MB copied or zeroed at once: a large
-    buffer grows in place)."""
-    buffer = bytearray()
-    while len(buffer) < size:
-        chunk = await stream.read(min(_CHUNK, size - len(buffer)))
+async def _read_exactly(stream: asyncio.StreamReader, size: int) -> Buffer:
+    """`size` bytes, a chunk at a time, into anonymous mapped memory (never tens of MB copied
+    or zeroed at once)."""
+    if size == 0:
+        return b""
+    mapped = mmap.mmap(-1, size)
+    done = 0
+    while done < size:
+        chunk = await stream.read(min(_CHUNK, size - done))
         if not chunk:
             raise asyncio.IncompleteReadError(b"", size)
-        buffer += chunk
-    return buffer
+        mapped[done : done + len(chunk)] = chunk
+        done += len(chunk)
+    return memoryview(mapped).toreadonly()
 
 
 def _last_line(stderr: bytes) -> str:

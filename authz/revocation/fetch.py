@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import math
+import mmap
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -21,6 +23,14 @@ from authz.core.revocation import RevocationError, RevocationFailure
 # Real responses are 1–3 KB (with a delegated signer certificate); 64 KiB is generous.
 MAX_RESPONSE_BYTES = 64 * 1024
 MAX_GET_REQUEST_CHARS = 255
+PACE_STEP = 0.005
+"""A paced read sleeps once it is this far ahead of its pace."""
+SPILL_BYTES = 1024 * 1024
+"""A body past this size is gathered in memory mapped as it arrives, never copied whole."""
+
+Body = bytes | memoryview
+"""A body as read: bytes, or past SPILL_BYTES a read-only view of the mapped memory it arrived
+in (joining tens of MB would hold the event loop for tens of ms)."""
 DEFAULT_RESPONDER_CONCURRENCY = 32
 
 
@@ -106,8 +116,12 @@ class HttpFetcher:
         session: aiohttp.ClientSession,
         timeout: float,
         per_responder: int = DEFAULT_RESPONDER_CONCURRENCY,
+        pace: float = math.inf,
     ) -> None:
+        """`pace`: most bytes per second a body is read at (a CRL: its reading costs the event
+        loop ~2 ms a MB, so tens of MB read at loopback speed would hold Checks back)."""
         self._session = session
+        self._pace = pace
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._per_responder = per_responder
         self._limits: dict[str, asyncio.Semaphore] = {}
@@ -117,10 +131,12 @@ class HttpFetcher:
         """An OCSP response for `request_der` (GET when it fits, else POST)."""
         target = get_url(url, request_der)
         if target is not None:
-            return await self._guarded(
-                url, lambda: self._session.get(target, **self._options()), MAX_RESPONSE_BYTES
+            return bytes(  # never more than MAX_RESPONSE_BYTES: bytes, as read
+                await self._guarded(
+                    url, lambda: self._session.get(target, **self._options()), MAX_RESPONSE_BYTES
+                )
             )
-        return await self._guarded(
+        body = await self._guarded(
             url,
             lambda: self._session.post(
                 url,
@@ -130,8 +146,9 @@ class HttpFetcher:
             ),
             MAX_RESPONSE_BYTES,
         )
+        return bytes(body)
 
-    async def get(self, url: str, max_bytes: int) -> bytes:
+    async def get(self, url: str, max_bytes: int) -> Body:
         """A plain GET (a CRL), with the same limits, breaker and failures as OCSP."""
         return await self._guarded(
             url, lambda: self._session.get(url, **self._options()), max_bytes
@@ -146,7 +163,7 @@ class HttpFetcher:
 
     async def _guarded(
         self, url: str, request: Callable[[], aiohttp.client._RequestContextManager], max_bytes: int
-    ) -> bytes:
+    ) -> Body:
         """One request through the responder's breaker and concurrency limit."""
         label = responder_label(url)
         breaker = self._breakers.setdefault(label, CircuitBreaker())
@@ -169,11 +186,11 @@ class HttpFetcher:
 
     async def _send(
         self, url: str, request: Callable[[], aiohttp.client._RequestContextManager], max_bytes: int
-    ) -> bytes:
+    ) -> Body:
         try:
             # aiohttp's own timeout, and this one around the body read as well.
             async with asyncio.timeout(self._timeout.total):
-                return await self._read(request(), max_bytes)
+                return await self._read(request(), max_bytes, self._pace)
         except TimeoutError:
             raise RevocationError(
                 RevocationFailure.TIMEOUT, f"no answer from {url} in time"
@@ -186,7 +203,9 @@ class HttpFetcher:
             raise RevocationError(RevocationFailure.NETWORK, f"{url}: {e}") from None
 
     @staticmethod
-    async def _read(request: aiohttp.client._RequestContextManager, max_bytes: int) -> bytes:
+    async def _read(
+        request: aiohttp.client._RequestContextManager, max_bytes: int, pace: float = math.inf
+    ) -> Body:
         async with request as response:
             if response.status != 200:
                 raise RevocationError(RevocationFailure.HTTP_ERROR, f"HTTP {response.status}")
@@ -194,11 +213,46 @@ class HttpFetcher:
                 raise RevocationError(
                     RevocationFailure.TOO_LARGE, f"{response.content_length} bytes announced"
                 )
-            body = bytearray()
+            body = _Gathered(min(response.content_length or max_bytes, max_bytes))
+            started = time.monotonic()
             async for chunk in response.content.iter_chunked(64 * 1024):
-                body += chunk
-                if len(body) > max_bytes:
+                if body.size + len(chunk) > max_bytes:
                     raise RevocationError(
                         RevocationFailure.TOO_LARGE, f"more than {max_bytes} bytes"
                     )
-            return bytes(body)
+                body.add(chunk)
+                ahead = body.size / pace - (time.monotonic() - started)
+                if ahead > PACE_STEP:  # unread bytes wait in the socket meanwhile
+                    await asyncio.sleep(ahead)
+            return body.result()
+
+
+class _Gathered:
+    """A body as it arrives: chunks, moved into anonymous mapped memory of the size announced
+    (else the most allowed: only the pages written are ever backed) once past SPILL_BYTES."""
+
+    def __init__(self, capacity: int) -> None:
+        self._capacity = capacity
+        self._chunks: list[bytes] = []
+        self._mapped: mmap.mmap | None = None
+        self.size = 0
+
+    def add(self, chunk: bytes) -> None:
+        if self._mapped is None and self.size + len(chunk) > SPILL_BYTES:
+            self._mapped = mmap.mmap(-1, max(self._capacity, self.size + len(chunk)))
+            self._mapped[: self.size] = b"".join(self._chunks)
+            self._chunks = []
+        if self._mapped is None:
+            self._chunks.append(chunk)
+        else:
+            if self.size + len(chunk) > len(self._mapped):
+                raise RevocationError(
+                    RevocationFailure.TOO_LARGE, f"more than the {len(self._mapped)} announced"
+                )
+            self._mapped[self.size : self.size + len(chunk)] = chunk
+        self.size += len(chunk)
+
+    def result(self) -> Body:
+        if self._mapped is None:
+            return b"".join(self._chunks)
+        return memoryview(self._mapped)[: self.size].toreadonly()

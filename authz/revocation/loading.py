@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives import hashes
 from authz.core.memo import ByIdentity
 from authz.core.names import NameKey, name_key
 from authz.core.revocation import RevocationError, RevocationFailure
+from authz.revocation.fetch import Body
 from authz.revocation.shared import Claim, SharedAnswers, SharedKey, Unavailable
 
 A = TypeVar("A")
@@ -112,7 +113,7 @@ class Attempt(Generic[A]):
 
     answer: A | None
     error: RevocationError | None
-    signed: bytes
+    signed: Body
     latency: float
     shared: bool = False
     """Read from the shared cache (another replica fetched it), not from the source."""
@@ -150,8 +151,8 @@ class SourceLoader:
     async def load(
         self,
         url: str,
-        fetch: Callable[[], Awaitable[bytes]],
-        verify: Callable[[bytes], Awaitable[A]],
+        fetch: Callable[[], Awaitable[Body]],
+        verify: Callable[[Body], Awaitable[A]],
         outcome: Callable[[A], str],
         log_fields: Mapping[str, object],
         shared: SharedKey[A] | None = None,
@@ -191,8 +192,8 @@ class SourceLoader:
     async def _fetch(
         self,
         url: str,
-        fetch: Callable[[], Awaitable[bytes]],
-        verify: Callable[[bytes], Awaitable[A]],
+        fetch: Callable[[], Awaitable[Body]],
+        verify: Callable[[Body], Awaitable[A]],
         outcome: Callable[[A], str],
         log_fields: Mapping[str, object],
     ) -> Attempt[A]:

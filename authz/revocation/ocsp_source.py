@@ -17,7 +17,7 @@ from authz.core.names import NameKey
 from authz.core.revocation import CertStatus, Lookup, RevocationOutcome, RevocationStatus
 from authz.revocation.cache import Loaded, SingleFlightCache
 from authz.revocation.compact import OutcomeCodec, cache_key, key_parts
-from authz.revocation.fetch import Fetcher
+from authz.revocation.fetch import Body, Fetcher
 from authz.revocation.loading import (
     Observer,
     SourceLoader,
@@ -170,9 +170,9 @@ class OcspChecker:
             newer = held_since is None or status.this_update > held_since
             return newer and self._fresh(status)
 
-        async def verify(body: bytes) -> RevocationStatus:  # a few hundred µs: on the loop
+        async def verify(body: Body) -> RevocationStatus:  # a few hundred µs: on the loop
             return verify_response(
-                body,
+                bytes(body),
                 query,
                 issuer,
                 self._now(),

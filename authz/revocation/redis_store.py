@@ -36,7 +36,7 @@ class RedisStore:
             raise TypeError(f"unexpected reply {type(value).__name__}")
         return value
 
-    async def put(self, key: str, value: bytes, ttl: float) -> None:
+    async def put(self, key: str, value: bytes | memoryview, ttl: float) -> None:
         await self._client.set(key, value, px=max(1, int(ttl * 1000)))
 
     async def claim(self, key: str, ttl: float) -> bool:

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Generic, Protocol, TypeVar
 
-from authz.revocation.fetch import CircuitBreaker
+from authz.revocation.fetch import Body, CircuitBreaker
 
 A = TypeVar("A")
 T = TypeVar("T")
@@ -56,7 +56,7 @@ class Store(Protocol):
 
     async def get(self, key: str) -> bytes | None: ...
 
-    async def put(self, key: str, value: bytes, ttl: float) -> None: ...
+    async def put(self, key: str, value: Body, ttl: float) -> None: ...
 
     async def claim(self, key: str, ttl: float) -> bool:
         """Take the lock `key` for `ttl` seconds unless someone holds it (SET NX PX)."""
@@ -149,7 +149,7 @@ class SharedAnswers:
         return True
 
     async def find(
-        self, key: SharedKey[A], verify: Callable[[bytes], Awaitable[A]]
+        self, key: SharedKey[A], verify: Callable[[Body], Awaitable[A]]
     ) -> tuple[A, bytes] | Unavailable | None:
         """A stored answer that verifies and is fresh; None (absent or not usable); or
         UNAVAILABLE: the store failed, and this answer should not wait on it again."""
@@ -171,7 +171,7 @@ class SharedAnswers:
         return Claim.OURS if taken else Claim.THEIRS
 
     async def recheck(
-        self, key: SharedKey[A], verify: Callable[[bytes], Awaitable[A]]
+        self, key: SharedKey[A], verify: Callable[[Body], Awaitable[A]]
     ) -> tuple[A, bytes] | None:
         """Just after taking the lock: another replica may have stored its answer and released
         the lock between our read and our claim."""
@@ -191,7 +191,7 @@ class SharedAnswers:
         return min(self._clock() + self._wait, started + self._deadline - reserve)
 
     async def wait_for(
-        self, key: SharedKey[A], verify: Callable[[bytes], Awaitable[A]], until: float = math.inf
+        self, key: SharedKey[A], verify: Callable[[Body], Awaitable[A]], until: float = math.inf
     ) -> tuple[A, bytes] | None:
         """Another replica is asking the responder: wait for its answer, until `until` at most
         (and never longer than `wait`)."""
@@ -216,12 +216,12 @@ class SharedAnswers:
         return None
 
     async def _read_again(
-        self, key: SharedKey[A], verify: Callable[[bytes], Awaitable[A]]
+        self, key: SharedKey[A], verify: Callable[[Body], Awaitable[A]]
     ) -> tuple[A, bytes] | None:
         body = await self._call(lambda: self._store.get(key.key))
         return await self._usable(body, key, verify) if isinstance(body, bytes) else None
 
-    async def share(self, key: SharedKey[A], body: bytes, answer: A) -> None:
+    async def share(self, key: SharedKey[A], body: Body, answer: A) -> None:
         ttl = key.ttl(answer)
         if ttl <= 0 or len(body) > key.max_bytes:
             return
@@ -238,12 +238,12 @@ class SharedAnswers:
             log.debug("closing the shared revocation cache failed", exc_info=True)
 
     async def _usable(
-        self, body: bytes, key: SharedKey[A], verify: Callable[[bytes], Awaitable[A]]
+        self, body: bytes, key: SharedKey[A], verify: Callable[[Body], Awaitable[A]]
     ) -> tuple[A, bytes] | None:
         return (await self._judge(body, key, verify))[0]
 
     async def _judge(
-        self, body: bytes, key: SharedKey[A], verify: Callable[[bytes], Awaitable[A]]
+        self, body: bytes, key: SharedKey[A], verify: Callable[[Body], Awaitable[A]]
     ) -> tuple[tuple[A, bytes] | None, str]:
         try:
             answer = await verify(body)

@@ -41,7 +41,7 @@ from authz.core.trust import TrustBundle, TrustBundleError
 from authz.core.verdict import VerdictRules
 from authz.revocation.cache import SingleFlightCache
 from authz.revocation.compact import key_parts
-from authz.revocation.crl_source import CrlChecker, CrlKey, CrlLoad
+from authz.revocation.crl_source import CRL_READ_PACE, CrlChecker, CrlKey, CrlLoad
 from authz.revocation.crl_worker import CrlVerifier
 from authz.revocation.fetch import HttpFetcher
 from authz.revocation.loading import SourceUrls, issuer_fingerprint
@@ -193,7 +193,7 @@ class Service:
         checker = OcspChecker(
             fetcher, self.cache, settings.ocsp_config, self.metrics, shared=self.shared
         )
-        crl_fetcher = HttpFetcher(self.session, settings.crl_timeout)
+        crl_fetcher = HttpFetcher(self.session, settings.crl_timeout, pace=CRL_READ_PACE)
         crl = CrlChecker(
             crl_fetcher,
             self.crl_cache,

@@ -9,7 +9,7 @@ is due (the first Check past 80 % of the CRL's life starts it) and runs for REFR
 the unloaded load's time more: the verifier yields the CPU to the service (nice 10), so under a
 load that keeps the service busy the refresh takes about ten times as long. OCSP mode runs as
 long under the same load just after. The service and its verifier share core 0, as they would
-share a pod's CPU.
+share a pod's CPU; so does the CRL's web server (see `serve_crl`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ import datetime as dt
 import json
 import math
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ from authz.demo.pki import LabPki
 from authz.demo.processes import Process, free_port, http_ok
 from benchmarks.harness import (
     LOAD_CPU,
+    SERVER_CPU,
     START_TIMEOUT,
     Context,
     grpc_check,
@@ -101,8 +101,31 @@ def run(context: Context) -> list[str]:
     return report(built, loaded, under_load)
 
 
+CRL_SITE_CONF = """
+worker_processes 1;
+pid {dir}/nginx.pid;
+error_log {dir}/nginx-error.log warn;
+events {{ worker_connections 64; }}
+http {{
+    access_log off;
+    sendfile on;
+    client_body_temp_path {dir}/nginx-tmp;
+    proxy_temp_path {dir}/nginx-tmp;
+    fastcgi_temp_path {dir}/nginx-tmp;
+    uwsgi_temp_path {dir}/nginx-tmp;
+    scgi_temp_path {dir}/nginx-tmp;
+    server {{
+        listen 127.0.0.1:{port};
+        root {site};
+    }}
+}}
+"""
+
+
 def serve_crl(directory: Path, pki: LabPki, entries: int) -> tuple[Path, str, Process, float]:
-    """The CRL made and served over HTTP (python's http.server, on the load generators' core)."""
+    """The CRL made and served over HTTP by nginx (sendfile), on the service's core: over
+    loopback the kernel's TCP work for a download runs on the sender's core, and a real NIC's
+    receive work would run on the service's host — never on the load generator's."""
     ca = OpensslCa(directory / "ca", pki.issuing)
     ca.record_revoked(entries)
     site = directory / "site"
@@ -112,9 +135,11 @@ def serve_crl(directory: Path, pki: LabPki, entries: int) -> tuple[Path, str, Pr
     made = time.monotonic() - started
     port = free_port()
     url = f"http://127.0.0.1:{port}/issuing.crl"
-    argv = [*LOAD_CPU, sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1",
-            "--directory", str(site)]  # fmt: skip
-    server = Process("crl server", argv, directory / "http.log").start()
+    (directory / "nginx-tmp").mkdir()
+    conf = directory / "nginx.conf"
+    conf.write_text(CRL_SITE_CONF.format(dir=directory, port=port, site=site))
+    argv = [*SERVER_CPU, "nginx", "-c", str(conf), "-g", "daemon off;"]
+    server = Process("crl server", argv, directory / "nginx.log").start()
     server.wait_until(lambda: http_ok(url), START_TIMEOUT, "serving")
     return crl, url, server, made
 

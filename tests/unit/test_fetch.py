@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
+from aiohttp import web
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -16,7 +17,13 @@ from cryptography.x509 import ocsp
 from authz.core.revocation import RevocationError, RevocationFailure
 from authz.demo.pki import LabPki
 from authz.demo.processes import free_port
-from authz.revocation.fetch import MAX_GET_REQUEST_CHARS, HttpFetcher, get_url, responder_label
+from authz.revocation.fetch import (
+    MAX_GET_REQUEST_CHARS,
+    SPILL_BYTES,
+    HttpFetcher,
+    get_url,
+    responder_label,
+)
 from authz.revocation.ocsp import build_query
 from tests.ocsp_responder import Mode, OcspResponder
 
@@ -129,3 +136,54 @@ async def test_a_dead_responder_trips_the_breaker_and_is_not_asked(pki: LabPki) 
     assert failures[:5] == [RevocationFailure.HTTP_ERROR] * 5
     assert failures[5:] == [RevocationFailure.CIRCUIT_OPEN] * 3
     assert broken.requests == 5
+
+
+@pytest.fixture
+async def crl_site() -> AsyncIterator[tuple[str, bytes]]:
+    """A CRL-sized body (3 MiB) served with and without a Content-Length."""
+    body = bytes(range(256)) * (3 * 4096)
+
+    async def sized(request: web.Request) -> web.Response:
+        return web.Response(body=body)
+
+    async def chunked(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        for start in range(0, len(body), 100_000):
+            await response.write(body[start : start + 100_000])
+        await response.write_eof()
+        return response
+
+    app = web.Application()
+    app.router.add_get("/sized.crl", sized)
+    app.router.add_get("/chunked.crl", chunked)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield f"http://127.0.0.1:{port}", body
+    finally:
+        await runner.cleanup()
+
+
+@pytest.mark.parametrize("path", ["/sized.crl", "/chunked.crl"])
+async def test_a_large_body_arrives_whole_in_mapped_memory(
+    crl_site: tuple[str, bytes], path: str
+) -> None:
+    site, body = crl_site
+    async with aiohttp.ClientSession() as session:
+        for fetcher in (HttpFetcher(session, 10), HttpFetcher(session, 10, pace=20e6)):
+            got = await fetcher.get(site + path, len(body))
+            assert isinstance(got, memoryview) and got.readonly and len(got) == SPILL_BYTES * 3
+            assert got == body
+            with pytest.raises(RevocationError) as info:
+                await fetcher.get(site + path, len(body) - 1)
+            assert info.value.failure is RevocationFailure.TOO_LARGE
+
+
+async def test_a_small_body_is_bytes(fresh_responder: OcspResponder, pki: LabPki) -> None:
+    async with aiohttp.ClientSession() as session:
+        body = await HttpFetcher(session, 10).fetch(fresh_responder.url, request_der(pki))
+    assert type(body) is bytes and len(body) < SPILL_BYTES
