@@ -81,20 +81,43 @@ class RevokedSerials:
     @classmethod
     def build(cls, entries: Iterable[tuple[int, int, int]]) -> RevokedSerials:
         """From (serial, revocation time in µs, reason code); a serial listed twice keeps its
-        last entry, as a dict would."""
-        rows: dict[int, tuple[int, int, int]] = {}
+        last entry, as a dict would. Built in arrays from the start: a million entries held as
+        Python objects on the way would cost several hundred MB."""
+        keys, serials, times, reasons = array("Q"), bytearray(), array("q"), bytearray()
         odd: dict[int, tuple[int, int]] = {}
         for serial, when, code in entries:
             if 0 <= serial < _SERIAL_LIMIT:
-                rows[serial] = (serial & _LOW, when, code)
+                keys.append(serial & _LOW)
+                serials += serial.to_bytes(SERIAL_BYTES, "big")
+                times.append(when)
+                reasons.append(code)
             else:
                 odd[serial] = (when, code)
-        ordered = sorted(rows.items(), key=lambda row: row[1][0])
-        keys = array("Q", [row[1][0] for row in ordered])
-        serials = b"".join(serial.to_bytes(SERIAL_BYTES, "big") for serial, _ in ordered)
-        times = array("q", [row[1][1] for row in ordered])
-        reasons = bytes(row[1][2] for row in ordered)
-        return cls(keys, serials, times, reasons, odd)
+        order = sorted(range(len(keys)), key=keys.__getitem__)  # stable: listing order kept
+        out_keys, out_serials, out_times, out_reasons = (
+            array("Q"),
+            bytearray(),
+            array("q"),
+            bytearray(),
+        )
+        run_start = 0
+        while run_start < len(order):  # a run: entries whose serials share their low 64 bits
+            run_end = run_start + 1
+            key = keys[order[run_start]]
+            while run_end < len(order) and keys[order[run_end]] == key:
+                run_end += 1
+            run = order[run_start:run_end]
+            if len(run) == 1:  # nearly always
+                last = {b"": run[0]}
+            else:
+                last = {bytes(serials[i * SERIAL_BYTES : (i + 1) * SERIAL_BYTES]): i for i in run}
+            for i in last.values():
+                out_keys.append(key)
+                out_serials += serials[i * SERIAL_BYTES : (i + 1) * SERIAL_BYTES]
+                out_times.append(times[i])
+                out_reasons.append(reasons[i])
+            run_start = run_end
+        return cls(out_keys, out_serials, out_times, out_reasons, odd)
 
     def __len__(self) -> int:
         return len(self._keys) + len(self._odd)

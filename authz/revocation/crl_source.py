@@ -7,9 +7,11 @@ waits on a download, and a failed refresh keeps the CRL still valid.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
+from functools import partial
 
 from cryptography import x509
 
@@ -116,6 +118,19 @@ class CrlChecker:
             url, status=status, latency=loaded.latency, shared=loaded.shared
         )
         return outcome, lookup
+
+    async def preload(self, issuers: Iterable[x509.Certificate]) -> list[CrlLoad]:
+        """The CRLs configured in crl_urls for these issuers, loaded now: at start, so that a
+        replica is ready only once it holds them and no Check waits for a first load."""
+        jobs = []
+        for issuer in issuers:
+            url = self.urls.configured_for(issuer)
+            if url is not None:
+                fingerprint = issuer_fingerprint(issuer)
+                self._issuers[fingerprint] = issuer
+                key = (url, fingerprint)
+                jobs.append(self._cache.get(key, partial(self._load, issuer, url), self._hold))
+        return [loaded for loaded, _ in await asyncio.gather(*jobs)]
 
     def _hold(self, loaded: CrlLoad, late: float) -> bool:
         """A CRL past crl_cache_max_age whose refresh is in flight is served until the new one

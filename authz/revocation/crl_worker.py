@@ -28,6 +28,7 @@ import logging
 import mmap
 import resource
 import shutil
+import signal
 import sys
 import time
 
@@ -55,6 +56,10 @@ _CHILD = (
 _NICE = shutil.which("nice")
 """With coreutils' nice, the child yields from its first instruction, its interpreter's start
 included; without, from the first line it runs."""
+KILLED = (
+    "killed — if not at shutdown, by the out-of-memory killer: the memory limit must hold the "
+    "verifier's peak as well as the service (about 230 MB for a million entries)"
+)
 _CHUNK = 1024 * 1024
 _LINE_LIMIT = 1024 * 1024
 
@@ -162,9 +167,11 @@ async def _exchange(
             answer = None
         if not isinstance(answer, dict):
             await child.wait()
+            why = _last_line(await errors)
+            if child.returncode == -signal.SIGKILL:
+                why = KILLED
             raise RevocationError(
-                RevocationFailure.UNPARSABLE,
-                f"the CRL verifier exited ({child.returncode}): {_last_line(await errors)}",
+                RevocationFailure.UNPARSABLE, f"the CRL verifier exited ({child.returncode}): {why}"
             )
         if "failure" in answer:
             raise RevocationError(RevocationFailure(answer["failure"]), str(answer["detail"]))

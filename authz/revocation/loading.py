@@ -92,6 +92,10 @@ class SourceUrls:
         """The configured URL for the leaf's issuer, else the first of those it names."""
         return self._overrides.get(name_key(leaf.issuer)) or next(iter(named), None)
 
+    def configured_for(self, issuer: x509.Certificate) -> str | None:
+        """The URL the operator configured for certificates of `issuer`, if any."""
+        return self._overrides.get(name_key(issuer.subject))
+
     def permitted(self, url: str) -> bool:
         if not self._allowed_hosts or url in self.configured:
             return True

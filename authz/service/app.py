@@ -14,6 +14,7 @@ import logging
 import math
 import os
 import signal
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -368,6 +369,28 @@ async def serve(
                 await service.shared.close()
 
 
+async def _preload_crls(service: Service) -> None:
+    """The CRLs of crl_urls, before the replica says it is ready (Checks are already answered
+    meanwhile: they share the same loads)."""
+    settings = service.settings
+    modes = {spec.revocation_mode for spec in settings.route_specs.values()}
+    if modes == {RevocationMode.OFF} or "crl" not in settings.revocation.order:
+        return
+    started = time.monotonic()
+    trust = service.runtime.authorizer.state.trust
+    loaded = await service.checkers[1].preload(trust.certificates)
+    if loaded:
+        failed = {load.url: load.detail for load in loaded if load.index is None}
+        log.info(
+            "CRLs loaded before ready",
+            extra={
+                "crls": len(loaded),
+                "failed": failed or None,
+                "seconds": round(time.monotonic() - started, 3),
+            },
+        )
+
+
 async def _run(service: Service, sync: BlockSync) -> int:
     settings = service.settings
     # SO_REUSEPORT only for --workers: otherwise a second instance on the same port must fail
@@ -406,6 +429,7 @@ async def _run(service: Service, sync: BlockSync) -> int:
     # Everything loaded so far lives as long as the process: keep the cyclic GC from walking it
     # again and again under load (it showed as p99 stalls).
     gc.freeze()
+    await _preload_crls(service)
     await readiness.serving()
     workers.mark_ready(os.getpid(), True)
     log.info(

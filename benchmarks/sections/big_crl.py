@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+import os
 import subprocess
 import time
 from dataclasses import dataclass
@@ -102,6 +103,7 @@ def run(context: Context) -> list[str]:
 
 
 CRL_SITE_CONF = """
+{user}
 worker_processes 1;
 pid {dir}/nginx.pid;
 error_log {dir}/nginx-error.log warn;
@@ -137,7 +139,10 @@ def serve_crl(directory: Path, pki: LabPki, entries: int) -> tuple[Path, str, Pr
     url = f"http://127.0.0.1:{port}/issuing.crl"
     (directory / "nginx-tmp").mkdir()
     conf = directory / "nginx.conf"
-    conf.write_text(CRL_SITE_CONF.format(dir=directory, port=port, site=site))
+    # Started as root, nginx's workers would run as nobody, who cannot enter the bench's
+    # private scratch directory.
+    user = "user root;" if os.geteuid() == 0 else ""
+    conf.write_text(CRL_SITE_CONF.format(dir=directory, port=port, site=site, user=user))
     argv = [*SERVER_CPU, "nginx", "-c", str(conf), "-g", "daemon off;"]
     server = Process("crl server", argv, directory / "nginx.log").start()
     server.wait_until(lambda: http_ok(url), START_TIMEOUT, "serving")

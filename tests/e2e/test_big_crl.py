@@ -13,6 +13,8 @@ import shutil
 import signal
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -165,9 +167,10 @@ def wait_for_refresh(service: Service, client: Identity) -> int:
     raise AssertionError("no refresh started")
 
 
-def verified(service: Service, pid: int) -> bool:
+def verified(service: Service, pid: int | None) -> bool:
+    """Whether the verifier `pid` (None: any) has finished."""
     return any(
-        e.get("message") == "CRL verified" and e.get("verifier_pid") == pid
+        e.get("message") == "CRL verified" and pid in (None, e.get("verifier_pid"))
         for e in log_lines(service)
     )
 
@@ -331,3 +334,37 @@ def test_an_answer_over_the_key_s_size_is_not_stored(tmp_path: Path) -> None:
         assert sorted(redis.client().keys()) == [b"k10"]
     finally:
         redis.stop()
+
+
+def test_a_replica_is_ready_only_once_it_holds_the_configured_crl(
+    big_crl: BigCrlSite, pki: LabPki, tmp_path: Path
+) -> None:
+    """crl_urls are loaded before /readyz says 200, so Kubernetes sends no Check that would
+    wait for a first load (~8 s for a million entries here, past Envoy's timeout)."""
+    configured = f"{LabPki.ISSUING_DN}={big_crl.url}"
+    service = crl_service("preload", tmp_path, pki, "--crl-url", configured, "--log-level", "debug")
+    ready_url = f"http://127.0.0.1:{service.metrics_port}/readyz"
+    with running(service):
+        statuses = []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            statuses.append(http_status(ready_url))
+            if statuses[-1] == 200:
+                break
+            time.sleep(0.02)
+        held = verified(service, None)
+        assert check(service.port, big_crl.clients["revoked"]) == "certificate_revoked"
+    assert statuses[0] == 503 and statuses[-1] == 200, statuses
+    assert held  # verified before ready
+    lines = log_lines(service)
+    (loaded,) = [e for e in lines if e.get("message") == "CRLs loaded before ready"]
+    assert loaded["crls"] == 1 and loaded["failed"] is None
+    assert [e["revocation_from"] for e in lines if "decision" in e] == ["local_cache"]
+
+
+def http_status(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as error:
+        return error.code
