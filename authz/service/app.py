@@ -30,10 +30,11 @@ from prometheus_client import CollectorRegistry
 
 from authz.blocklist.store import BlockStore
 from authz.blocklist.sync import BlockObserver, BlockSync
+from authz.client_cert.forwarded import FORWARD_AUTH_PROXIES
 from authz.core.authorizer import Authorizer
 from authz.core.blocks import BlockList, Blocks
-from authz.core.check import Runtime
-from authz.core.decision import State
+from authz.core.check import CheckHandler, Runtime
+from authz.core.decision import State, VerifiedMemo
 from authz.core.issuers import IssuerPolicy, issuers_without_ca, reversed_issuers
 from authz.core.modes import EnforcementMode, RevocationMode
 from authz.core.policies import DEFAULT_POLICY, PolicySpec
@@ -64,7 +65,8 @@ from authz.service.settings import (
     load_settings,
 )
 from authz.transports.grpc_check import AuthorizationServicer
-from authz.transports.http_check import HttpCheckServer
+from authz.transports.http.envoy import EnvoyHttpServer
+from authz.transports.http.forward_auth import ForwardAuthServer
 
 log = logging.getLogger("authz.server")
 
@@ -162,6 +164,13 @@ class Sources:
         return load_settings(self.config_path, self.env, self.flags)
 
 
+@dataclass(frozen=True)
+class Runtimes:
+    envoy: Runtime
+    forwarded: Mapping[str, Runtime]
+    """Per forward-auth proxy, by the name in its URL (empty without forward_auth_listen)."""
+
+
 class Service:
     """Owns what lives across reloads (session, cache, metrics) and the current Runtime."""
 
@@ -182,12 +191,14 @@ class Service:
         state = load_state(settings)
         for warning in issuer_warnings(settings, state):
             log.warning("configuration: %s", warning)
-        self.runtime = self.build(settings, state)
+        runtimes = self.build(settings, state)
+        self.runtime, self.forwarded = runtimes.envoy, runtimes.forwarded
         metrics.observe_trust_bundle(self.runtime.authorizer.state.trust)
 
-    def build(self, settings: Settings, state: State) -> Runtime:
-        """The default policy's Runtime, with one per named policy in `routes`; the trust
-        bundle, the OCSP checker and its cache are shared by all of them."""
+    def build(self, settings: Settings, state: State) -> Runtimes:
+        """The default policy's Runtime, with one per named policy in `routes`, for Envoy and,
+        with forward_auth_listen, for each forward-auth proxy (its own certificate source; no
+        verdict cache); the trust bundle, the checkers and their caches are shared by all."""
         fetcher = HttpFetcher(
             self.session, settings.ocsp_timeout, settings.ocsp_responder_concurrency
         )
@@ -211,7 +222,7 @@ class Service:
         by_name: dict[str, RevocationSource] = {"ocsp": checker, "crl": crl}
         sources = [by_name[name] for name in settings.revocation.order]
 
-        def one(name: str, spec: PolicySpec, policy_state: State) -> Runtime:
+        def one(name: str, spec: PolicySpec, policy_state: State, replay: float) -> Runtime:
             mode = spec.revocation_mode
             rules = VerdictRules(
                 cert_header=settings.cert_header,
@@ -219,7 +230,7 @@ class Service:
                 deny_status=spec.deny_status,
                 retry_after=max(1, math.ceil(settings.revocation_failure_cache)),
                 identity=settings.identity_headers,
-                verdict_cache_ttl=settings.verdict_cache_ttl,
+                verdict_cache_ttl=replay,
                 policy=name,
             )
             authorizer = Authorizer(
@@ -231,13 +242,25 @@ class Service:
             )
             return Runtime(authorizer, rules, audit=spec.mode is EnforcementMode.AUDIT)
 
-        specs = dict(settings.route_specs)
-        default_spec = specs.pop(DEFAULT_POLICY)
-        if default_spec.require or tuple(default_spec.allowed_issuers) != settings.allowed_issuers:
-            state = policy_state(state, default_spec)
-        routes = {name: one(name, spec, policy_state(state, spec)) for name, spec in specs.items()}
-        default = one(DEFAULT_POLICY, default_spec, state)
-        return Runtime(default.authorizer, default.rules, default.audit, routes)
+        def runtime(state: State, replay: float) -> Runtime:
+            specs = dict(settings.route_specs)
+            default_spec = specs.pop(DEFAULT_POLICY)
+            allowed = tuple(default_spec.allowed_issuers)
+            if default_spec.require or allowed != settings.allowed_issuers:
+                state = policy_state(state, default_spec)
+            routes = {
+                name: one(name, spec, policy_state(state, spec), replay)
+                for name, spec in specs.items()
+            }
+            default = one(DEFAULT_POLICY, default_spec, state, replay)
+            return Runtime(default.authorizer, default.rules, default.audit, routes)
+
+        forwarded = {}
+        if settings.forward_auth_listen:
+            for name, source in FORWARD_AUTH_PROXIES.items():
+                own = dataclasses.replace(state, source=source, memo=VerifiedMemo())
+                forwarded[name] = runtime(own, 0.0)
+        return Runtimes(runtime(state, settings.verdict_cache_ttl), forwarded)
 
     def prune_caches(
         self,
@@ -281,7 +304,7 @@ class Service:
         try:
             settings = self.sources.load()
             state = load_state(settings)
-            runtime = self.build(settings, state)
+            runtimes = self.build(settings, state)
             for warning in issuer_warnings(settings, state):
                 log.warning("configuration: %s", warning)
         except (ConfigError, TrustBundleError, ValueError) as e:
@@ -304,7 +327,9 @@ class Service:
             self.settings.log_format,
         ):
             logs.configure(settings.log_level, settings.log_format)
-        self.settings, self.runtime = settings, runtime
+        self.settings, self.runtime = settings, runtimes.envoy
+        if self.forwarded:  # forward_auth_listen needs a restart: only started ones are kept
+            self.forwarded = runtimes.forwarded
         if self.shared is not None:
             await self.shared.probe()
         dropped = self.prune_caches(state.trust.certificates, previous[0])
@@ -391,6 +416,10 @@ async def _preload_crls(service: Service) -> None:
         )
 
 
+def _forwarded(service: Service, name: str) -> Callable[[], Runtime]:
+    return lambda: service.forwarded[name]
+
+
 async def _run(service: Service, sync: BlockSync) -> int:
     settings = service.settings
     # SO_REUSEPORT only for --workers: otherwise a second instance on the same port must fail
@@ -410,7 +439,7 @@ async def _run(service: Service, sync: BlockSync) -> int:
         listening["grpc_listen"] = f"{settings.listen.rpartition(':')[0]}:{port}"
     http_server = None
     if settings.http_listen:
-        http_server = HttpCheckServer(
+        http_server = EnvoyHttpServer(
             CheckService(lambda: service.runtime, service.metrics, "http"),
             request_timeout=settings.http_request_timeout,
             idle_timeout=settings.http_idle_timeout,
@@ -418,6 +447,18 @@ async def _run(service: Service, sync: BlockSync) -> int:
         host, _, wanted = settings.http_listen.rpartition(":")
         port = await http_server.start(host, int(wanted), reuse_port=bool(reuse_port))
         listening["http_listen"] = f"{host}:{port}"
+    forward_server = None
+    if settings.forward_auth_listen:
+        handlers: dict[str, CheckHandler] = {
+            name: CheckService(_forwarded(service, name), service.metrics, "forward-auth")
+            for name in service.forwarded
+        }
+        forward_server = ForwardAuthServer(
+            handlers, settings.http_request_timeout, settings.http_idle_timeout
+        )
+        host, _, wanted = settings.forward_auth_listen.rpartition(":")
+        port = await forward_server.start(host, int(wanted), reuse_port=bool(reuse_port))
+        listening["forward_auth_listen"] = f"{host}:{port}"
     runner = None
     if settings.metrics_listen:
         app = http.make_app(
@@ -470,6 +511,7 @@ async def _run(service: Service, sync: BlockSync) -> int:
     await asyncio.gather(
         *([server.stop(settings.shutdown_grace)] if server is not None else []),
         *([http_server.stop(settings.shutdown_grace)] if http_server is not None else []),
+        *([forward_server.stop(settings.shutdown_grace)] if forward_server is not None else []),
     )
     if runner is not None:
         await runner.cleanup()

@@ -3,7 +3,7 @@ alternating rounds."""
 
 from __future__ import annotations
 
-from authz.transports.http_check import PEER_CERT_HEADER
+from authz.core.verdict import PEER_CERT_HEADER
 from benchmarks.harness import Context, Load, start_authz, start_floor, table, wrk, wrk_once
 from tests.support import envoy_field
 

@@ -21,11 +21,11 @@ import yaml
 from cryptography.hazmat.primitives.serialization import Encoding
 from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 
+from authz.core.verdict import PEER_CERT_HEADER
 from authz.demo.envoy_config import SHIPPED_ENVOY_DIR
 from authz.demo.openssl_ocsp import OpensslCa, OpensslResponder
 from authz.demo.pki import Identity, LabPki, make_leaf
 from authz.demo.stack import LocalStack
-from authz.transports.http_check import PEER_CERT_HEADER
 from tests.e2e.conftest import backend_saw
 from tests.support import envoy_field, http_variant
 

@@ -27,8 +27,8 @@ def names_agree(given: Sequence[Given]) -> list[str]:
 
 
 def a_listener(values: Mapping[str, Any]) -> list[str]:
-    if not values["listen"] and not values["http_listen"]:
-        return ["listen, http_listen: at least one transport must listen"]
+    if not values["listen"] and not values["http_listen"] and not values["forward_auth_listen"]:
+        return ["listen, http_listen, forward_auth_listen: at least one transport must listen"]
     return []
 
 

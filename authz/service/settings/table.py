@@ -56,6 +56,11 @@ class Settings:
         "cluster idle_timeout shorter, as the shipped envoy-http.yaml does with 60 s, so Envoy "
         "closes first and no request races the close).", check=check_positive, restart=True,
         duration=True)
+    forward_auth_listen: str = setting(
+        "", "Address for forward-auth from Traefik, Caddy or nginx (empty: off): "
+        "/forward-auth/<traefik|caddy|nginx>[/<policy>]. A listener of its own, so no path Envoy "
+        "forwards can reach it; keep it reachable from the proxy only.",
+        check=check_optional_listen, restart=True)
     metrics_listen: str = setting(
         "", "HTTP address for /metrics, /healthz and /readyz (empty: off).",
         check=check_optional_listen, restart=True)

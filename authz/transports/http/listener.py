@@ -1,28 +1,14 @@
-"""Envoy's HTTP ext_authz (`http_service`): the check request → core input, core verdict → HTTP
-response. An asyncio protocol over httptools (llhttp); nothing else happens here.
-
-What Envoy sends (checked on 1.36.2 and 1.40.0): the original method and `path_prefix` + path,
-the headers `allowed_headers` admits, and `authorization_request.headers_to_add`, whose values may
-be formatters. The recommended wiring adds the leaf and the route's policy itself:
-
-    x-mtls-authz-peer-cert: %DOWNSTREAM_PEER_CERT%                        (URL-encoded PEM)
-    x-mtls-authz-policy:    %METADATA(ROUTE:envoy.filters.http.lua:policy)%
-
-A client-sent header of either name reaches mtls-authz only if `allowed_headers` admits it (it
-must not), and an allow removes client-sent copies upstream.
-
-What Envoy does with the answer: 200 allows, copying the headers `allowed_upstream_headers`
-admits (overwriting) and removing those named in `x-envoy-auth-headers-to-remove`; any other 4xx
-refuses with our status, body and the headers `allowed_client_headers` admits. **A 5xx is an
-error to Envoy**: the client gets `status_on_error`, and with `failure_mode_allow: true` the
-request would pass — so in HTTP mode `failure_mode_allow` must stay false (as shipped).
+"""The HTTP/1.1 listener the HTTP transports share: an asyncio protocol over httptools (llhttp)
+that reads requests in order, has each decided, and writes the answers in order (pipelining,
+keep-alive), with bounds on what a request may cost and how long it may take. What a request
+means and how a verdict is written are the transport's (`route`): Envoy's HTTP ext_authz
+(`envoy.py`), forward-auth (`forward_auth.py`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-import functools
 import logging
 import time
 from collections.abc import Callable, Coroutine
@@ -31,26 +17,18 @@ from typing import Any
 
 import httptools
 
-from authz.core.certificate import MAX_CERTIFICATE_FIELD_CHARS, MAX_XFCC_CHARS, XFCC_HEADER
+from authz.core.certificate import MAX_CERTIFICATE_FIELD_CHARS, MAX_XFCC_CHARS
 from authz.core.check import CheckHandler
 from authz.core.reasons import Reason
 from authz.core.request import CheckInput
 from authz.core.verdict import (
     INTERNAL_ERROR_VERDICT,
-    PEER_CERT_HEADER,
-    POLICY_HEADER,
     Verdict,
 )
 
 log = logging.getLogger("authz.check")
 
 REQUEST_ID_HEADER = "x-request-id"
-REMOVE_HEADER = "x-envoy-auth-headers-to-remove"
-# Prefix of the headers that carry the verdict for Envoy's verdict cache
-# (`dynamic_metadata_from_headers`); values are strings.
-CACHE_HEADER_PREFIX = "x-mtls-authz-cache-"
-# Envoy writes "-" for a formatter with no value (no certificate, no route metadata).
-_ABSENT = ("", "-")
 # Bounds: the certificate header and XFCC may be large, everything else is small. A request over
 # them is answered 431 and the connection closed.
 MAX_HEADER_BYTES = MAX_CERTIFICATE_FIELD_CHARS + MAX_XFCC_CHARS + 16 * 1024
@@ -59,64 +37,15 @@ MAX_URL_BYTES = 8 * 1024
 MAX_PENDING = 64
 
 
-def check_input(headers: dict[str, str], path: str) -> CheckInput:
-    certificate = headers.get(PEER_CERT_HEADER, "")
-    policy = headers.get(POLICY_HEADER, "")
-    return CheckInput(
-        certificate="" if certificate in _ABSENT else certificate,
-        xfcc=headers.get(XFCC_HEADER, ""),
-        policy="" if policy in _ABSENT else policy,
-        request_id=headers.get(REQUEST_ID_HEADER, ""),
-        path=path,
-    )
-
-
-def _reason_phrase(status: int) -> str:
+def reason_phrase(status: int) -> str:
     try:
         return HTTPStatus(status).phrase
     except ValueError:
         return "Unknown"
 
 
-def _header_lines(headers: list[tuple[str, str]]) -> bytes:
+def header_lines(headers: list[tuple[str, str]]) -> bytes:
     return b"".join(f"{name}: {value}\r\n".encode("latin-1") for name, value in headers)
-
-
-@functools.lru_cache(maxsize=4096)
-def render(verdict: Verdict, close: bool, head: bool = False) -> bytes:
-    """The HTTP/1.1 response for a verdict, shared between requests with the same verdict. The
-    answer to a HEAD request has no body (RFC 9110 §9.3.2): its Content-Length says how long the
-    body would be, and the bytes are not sent, or Envoy would read them as the next response."""
-    headers = list(verdict.headers)
-    body = b""
-    if verdict.allowed:
-        headers.append((REMOVE_HEADER, ",".join(verdict.remove)))
-    else:
-        body = verdict.body.encode()
-    if verdict.ttl is not None:
-        headers.extend(_cache_headers(verdict))
-    headers.append(("content-length", str(len(body))))
-    if close:
-        headers.append(("connection", "close"))
-    status = f"HTTP/1.1 {verdict.status} {_reason_phrase(verdict.status)}\r\n".encode()
-    return status + _header_lines(headers) + b"\r\n" + (b"" if head else body)
-
-
-def _cache_headers(verdict: Verdict) -> list[tuple[str, str]]:
-    """The verdict for Envoy's verdict cache, as string headers (`dynamic_metadata_from_headers`
-    turns them into `envoy.filters.http.ext_authz` metadata; `envoy/verdict-cache.lua` reads
-    them in HTTP mode). The headers to set and remove are the response's own."""
-    metadata = verdict.cache_metadata()
-    fields = [("ttl", str(metadata["ttl"])), ("policy", verdict.policy)]
-    fields.append(("generation", verdict.generation))
-    fields.append(("decision", metadata["decision"]))
-    if verdict.allowed:
-        fields += [(f"set-{name}", value) for name, value in metadata["set"].items()]
-        fields.append(("remove", ",".join(metadata["remove"])))
-    else:
-        fields += [("status", str(verdict.status)), ("body", verdict.body)]
-        fields.append(("reason", metadata["reason"]))
-    return [(CACHE_HEADER_PREFIX + name, value) for name, value in fields]
 
 
 _BAD_REQUEST = (
@@ -134,7 +63,28 @@ _TIMED_OUT = (
 # Defaults of the listener's two timeouts (settings http_request_timeout, http_idle_timeout).
 REQUEST_TIMEOUT = 10.0
 IDLE_TIMEOUT = 300.0
-INTERNAL_ERROR_RESPONSE = render(INTERNAL_ERROR_VERDICT, True)
+
+
+def response(
+    status: int, headers: list[tuple[str, str]], body: bytes, close: bool, head: bool
+) -> bytes:
+    """An HTTP/1.1 response. The answer to a HEAD request has no body (RFC 9110 §9.3.2): its
+    Content-Length says how long the body would be, and the bytes are not sent, or the client
+    would read them as the next response."""
+    headers = [*headers, ("content-length", str(len(body)))]
+    if close:
+        headers.append(("connection", "close"))
+    line = f"HTTP/1.1 {status} {reason_phrase(status)}\r\n".encode()
+    return line + header_lines(headers) + b"\r\n" + (b"" if head else body)
+
+
+def plain(verdict: Verdict, close: bool, head: bool = False) -> bytes:
+    """A verdict as it is: its status, headers and (for a refusal) body."""
+    body = b"" if verdict.allowed else verdict.body.encode()
+    return response(verdict.status, list(verdict.headers), body, close, head)
+
+
+INTERNAL_ERROR_RESPONSE = plain(INTERNAL_ERROR_VERDICT, True)
 
 
 def answer_now(check: Coroutine[Any, Any, Verdict]) -> Verdict | None:
@@ -154,6 +104,11 @@ def answer_now(check: Coroutine[Any, Any, Verdict]) -> Verdict | None:
     return None
 
 
+Renderer = Callable[[Verdict, bool, bool], bytes]
+"""A verdict → the HTTP response's bytes (arguments: the verdict, close, HEAD)."""
+Routed = tuple[CheckHandler, CheckInput, Renderer]
+
+
 class _TooLarge(Exception):
     """Raised in a parser callback; httptools re-raises it wrapped, so `oversized` says why."""
 
@@ -167,7 +122,7 @@ class CheckProtocol(asyncio.Protocol):
         self._server = server
         self._parser = httptools.HttpRequestParser(self)
         self._transport: asyncio.Transport | None = None
-        self._pending: collections.deque[tuple[CheckInput, bool, bool]] = collections.deque()
+        self._pending: collections.deque[tuple[Routed, bool, bool]] = collections.deque()
         self._worker: asyncio.Task[None] | None = None
         self._closing = False
         self._oversized = False
@@ -224,40 +179,50 @@ class CheckProtocol(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         self._reading = False
-        path = self._url.decode("latin-1")
-        request = check_input(self._headers, path)
+        routed = self.route(self._headers, self._url.decode("latin-1"))
+        if isinstance(routed, bytes):
+            self._fail(routed)
+            return
         close = not self._parser.should_keep_alive()
         head = self._parser.get_method() == b"HEAD"
         if not self._pending and (self._worker is None or self._worker.done()):
-            verdict = answer_now(self._checks(request))
+            checks, request, renderer = routed
+            verdict = answer_now(checks(request))
             if verdict is not None:  # decided without waiting: no task needed
-                self._respond(verdict, close, head)
+                self._respond(verdict, close, head, renderer)
                 return
-        self._pending.append((request, close, head))
+        self._pending.append((routed, close, head))
         if self._worker is None or self._worker.done():
             self._worker = asyncio.get_running_loop().create_task(self._answer())
+
+    def route(self, headers: dict[str, str], path: str) -> Routed | bytes:
+        """Which handler decides this request, on what input, and how its verdict is written;
+        or the bytes of an answer given at once (and the connection closed)."""
+        raise NotImplementedError
 
     # -- answering -------------------------------------------------------------------------------
     async def _answer(self) -> None:
         while self._pending and not self._closing:
-            request, close, head = self._pending.popleft()
+            (checks, request, renderer), close, head = self._pending.popleft()
             try:
-                verdict = await self._checks(request)
+                verdict = await checks(request)
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("check failed", extra={"reason": Reason.INTERNAL_ERROR.value})
                 verdict = INTERNAL_ERROR_VERDICT
-            if not self._respond(verdict, close, head):
+            if not self._respond(verdict, close, head, renderer):
                 return
         if self._transport is not None and not self._closing:
             self._transport.resume_reading()
 
-    def _respond(self, verdict: Verdict, close: bool, head: bool = False) -> bool:
+    def _respond(
+        self, verdict: Verdict, close: bool, head: bool = False, renderer: Renderer | None = None
+    ) -> bool:
         """Write the answer; False when the connection is closing after it."""
         self._since = self._server.clock
         try:
-            response = render(verdict, close, head)
+            response = (renderer or plain)(verdict, close, head)
         except Exception:
             log.exception("check failed", extra={"reason": Reason.INTERNAL_ERROR.value})
             response, close = INTERNAL_ERROR_RESPONSE, True
@@ -321,8 +286,10 @@ class HttpCheckServer:
         self.idle_timeout = idle_timeout
         self.clock = time.monotonic()
 
+    protocol: type[CheckProtocol] = CheckProtocol
+
     def _protocol(self) -> CheckProtocol:
-        return CheckProtocol(self._checks, self)
+        return self.protocol(self._checks, self)
 
     async def start(self, host: str, port: int, reuse_port: bool = False) -> int:
         factory: Callable[[], CheckProtocol] = self._protocol

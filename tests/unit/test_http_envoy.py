@@ -7,7 +7,7 @@ import dataclasses
 from authz.core.reasons import Reason
 from authz.core.verdict import CertHeaderFormat, VerdictRules
 from authz.demo.pki import LabPki
-from authz.transports.http_check import check_input, render
+from authz.transports.http.envoy import check_input, render
 
 RULES = VerdictRules("X-Client-Cert", CertHeaderFormat.BASE64_DER, 400, policy="admin")
 

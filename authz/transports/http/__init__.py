@@ -1,0 +1,1 @@
+"""The HTTP transports: Envoy's HTTP ext_authz and forward-auth, on one listener's code."""
