@@ -45,6 +45,7 @@ endef
 # kubectl (renders the Kubernetes manifests with its built-in kustomize), node and npm (run the
 # CRD schemas of the gateway integrations), redis-server (the shared revocation cache).
 SYSTEM_TOOLS := curl:curl openssl:openssl promtool:prometheus kubectl:kubectl node:nodejs npm:npm \
+	nginx:nginx-light \
 	redis-server:redis-server
 system-deps:
 	@$(call ensure_tools,$(SYSTEM_TOOLS))
