@@ -43,7 +43,8 @@ endef
 
 # Real peers in the tests: curl (client), openssl (OCSP responder), promtool (metrics format),
 # kubectl (renders the Kubernetes manifests with its built-in kustomize), node and npm (run the
-# CRD schemas of the gateway integrations), redis-server (the shared revocation cache).
+# CRD schemas of the gateway integrations), nginx (a forward-auth proxy), redis-server (the shared
+# revocation cache).
 SYSTEM_TOOLS := curl:curl openssl:openssl promtool:prometheus kubectl:kubectl node:nodejs npm:npm \
 	nginx:nginx-light \
 	redis-server:redis-server
