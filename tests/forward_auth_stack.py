@@ -44,7 +44,10 @@ class ProxyStack:
         authz_port: int | None = None,
         pin: Sequence[str] = (),
         authz_pin: Sequence[str] = (),
+        with_authz: bool = True,
     ) -> None:
+        """`with_authz=False`: the proxy asks whatever listens on `authz_port`."""
+        self.with_authz = with_authz
         self.proxy, self.workdir, self.pki = proxy, workdir, pki
         self.authz_args = list(authz_args)
         self.ports = {
@@ -91,7 +94,8 @@ class ProxyStack:
     def start(self) -> ProxyStack:
         try:
             self._start_app()
-            self.start_authz()
+            if self.with_authz:
+                self.start_authz()
             self._start_proxy()
         except BaseException:
             self.stop()
@@ -107,7 +111,9 @@ class ProxyStack:
 
     def start_authz(self) -> Process:
         bundle = self.workdir / "trust-bundle.pem"
-        bundle.write_bytes(pem_bundle(self.pki.root.cert, self.pki.issuing.cert, self.pki.other.cert))
+        bundle.write_bytes(
+            pem_bundle(self.pki.root.cert, self.pki.issuing.cert, self.pki.other.cert)
+        )
         argv = [
             *self.authz_pin, sys.executable, "-m", "authz", "serve", "--listen", "",
             "--forward-auth-listen", f"127.0.0.1:{self.ports['authz']}",
@@ -125,7 +131,9 @@ class ProxyStack:
         assert binary is not None, f"no {self.proxy}"
         if self.proxy == "traefik":
             self._recipe("traefik/file-provider/dynamic.yml", conf / "dynamic.yml", tls, conf)
-            static = self._recipe("traefik/file-provider/traefik.yml", conf / "traefik.yml", tls, conf)
+            static = self._recipe(
+                "traefik/file-provider/traefik.yml", conf / "traefik.yml", tls, conf
+            )
             argv = [binary, f"--configFile={static}"]
         elif self.proxy == "caddy":
             caddyfile = self._recipe("caddy/Caddyfile", conf / "Caddyfile", tls, conf)
@@ -164,8 +172,12 @@ class ProxyStack:
     ) -> HttpResult:
         client = None
         if identity is not None:
-            client = identity.write(self.workdir / "clients", format(identity.cert.serial_number, "x"))
-        return curl(self.url + path, self.workdir, self.workdir / "tls" / "server-ca.pem", client, headers)
+            client = identity.write(
+                self.workdir / "clients", format(identity.cert.serial_number, "x")
+            )
+        return curl(
+            self.url + path, self.workdir, self.workdir / "tls" / "server-ca.pem", client, headers
+        )
 
 
 NGINX_MAIN = """
