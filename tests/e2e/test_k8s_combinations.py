@@ -35,7 +35,7 @@ SIDECAR_ONLY = {"verdict-cache", "http-transport", "verdict-cache-http"}
 SHARED_ONLY = {"redis-cache", "redis-single-node"}
 ENVOY_VARIANTS = SIDECAR_ONLY
 # Where a component goes: an overlay's kustomization, or an integration's mtls-authz/ one.
-TARGETS = ("sidecar", "quick-try", "shared", "istio", "envoy-gateway", "contour")
+TARGETS = ("sidecar", "quick-try", "shared", "istio", "envoy-gateway", "contour", "traefik")
 SIDECAR_TARGETS = {"sidecar", "quick-try"}
 PROVIDED = {"gateway-tls", "mtls-ca", "demo-ocsp", "mtls-authz-redis"}
 COMBINATIONS = [(c,) for c in COMPONENTS] + list(itertools.permutations(COMPONENTS, 2))
