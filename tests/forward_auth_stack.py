@@ -45,14 +45,20 @@ class ProxyStack:
         pin: Sequence[str] = (),
         authz_pin: Sequence[str] = (),
         with_authz: bool = True,
+        guarded: bool = True,
+        app_port: int | None = None,
     ) -> None:
-        """`with_authz=False`: the proxy asks whatever listens on `authz_port`."""
-        self.with_authz = with_authz
+        """`with_authz=False`: the proxy asks whatever listens on `authz_port`; `guarded=False`:
+        the recipe without mtls-authz (the proxy alone, for the bench); `app_port`: an app
+        already listening there instead of the echo app."""
+        self.with_authz = with_authz and guarded
+        self.guarded = guarded
+        self.own_app = app_port is None
         self.proxy, self.workdir, self.pki = proxy, workdir, pki
         self.authz_args = list(authz_args)
         self.ports = {
             "listen": free_port(),
-            "app": free_port(),
+            "app": app_port or free_port(),
             "authz": authz_port or free_port(),
             "metrics": free_port(),
             "admin": free_port(),
@@ -87,13 +93,16 @@ class ProxyStack:
             ("listen 8443 ssl;", f"listen 127.0.0.1:{self.ports['listen']} ssl;"),
         ):
             text = text.replace(old, new)
+        if not self.guarded:
+            text = "\n".join(line for line in text.splitlines() if not _asks(line)) + "\n"
         out.write_text(text)
         return out
 
     # -- processes -------------------------------------------------------------------------------
     def start(self) -> ProxyStack:
         try:
-            self._start_app()
+            if self.own_app:
+                self._start_app()
             if self.with_authz:
                 self.start_authz()
             self._start_proxy()
@@ -178,6 +187,13 @@ class ProxyStack:
         return curl(
             self.url + path, self.workdir, self.workdir / "tls" / "server-ca.pem", client, headers
         )
+
+
+def _asks(line: str) -> bool:
+    """A recipe line that puts mtls-authz in a route's way (dropped for the proxy alone; nginx
+    keeps the header lines, which then set nothing)."""
+    words = ("import mtls-authz", "auth_request /_mtls_authz")
+    return any(word in line for word in words) or "middlewares: [mtls-strip" in line
 
 
 NGINX_MAIN = """
