@@ -27,6 +27,7 @@ import redis.asyncio as redis
 from redis.asyncio.client import PubSub
 
 from authz.core.blocks import BlockEntry
+from authz.redis_client import connect
 
 PREFIX = "mtls-authz:v1:{blocks}"
 ENTRIES, VERSION, EPOCH, CHANNEL = (
@@ -37,6 +38,11 @@ ENTRIES, VERSION, EPOCH, CHANNEL = (
 )
 KEYS = [ENTRIES, VERSION, EPOCH]
 
+# KEYS: entries, version, epoch. One consistent read (a script: atomic on one node or cluster
+# slot): epoch, version, then the entries as field, value pairs.
+_READ = """
+return {redis.call('get', KEYS[3]), redis.call('get', KEYS[2]), redis.call('hgetall', KEYS[1])}
+"""
 # KEYS: entries, version, epoch. ARGV: channel, a new epoch, then id, json pairs. Creates the
 # epoch if the list has none; returns the new version.
 _PUT = """
@@ -96,19 +102,15 @@ def _pairs(entries: Iterable[BlockEntry]) -> list[str]:
 class BlockStore:
     def __init__(self, url: str, timeout: float) -> None:
         self._timeout = timeout
-        self._client = redis.Redis.from_url(
-            url, socket_timeout=timeout, socket_connect_timeout=timeout, retry_on_timeout=False
-        )
+        self._client = connect(url, timeout)
+        self._read = self._client.register_script(_READ)
         self._put = self._client.register_script(_PUT)
         self._remove = self._client.register_script(_REMOVE)
         self._restore = self._client.register_script(_RESTORE)
 
     async def read(self) -> Snapshot:
-        async with self._client.pipeline(transaction=True) as pipe:
-            pipe.get(EPOCH)
-            pipe.get(VERSION)
-            pipe.hgetall(ENTRIES)
-            epoch, version, raw = await pipe.execute()
+        epoch, version, flat = await self._read(keys=KEYS)
+        raw = dict(zip(flat[::2], flat[1::2], strict=True))
         items: dict[str, Any] = {}
         for key, value in raw.items():
             try:

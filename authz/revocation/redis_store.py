@@ -1,11 +1,13 @@
-"""The shared revocation cache's store on Redis or Valkey (redis-py's asyncio client): plain
-GET/SET with PX for answers, SET NX PX for the short locks, a token-checked release."""
+"""The shared revocation cache's store on Redis or Valkey — one node, a cluster or Sentinel's
+master (`authz.redis_client`): plain GET/SET with PX for answers, SET NX PX for the short locks,
+a token-checked release. An answer's lock is in its answer's hash slot (`{key}:lock`), so the
+two are read together on a cluster too."""
 
 from __future__ import annotations
 
 import secrets
 
-import redis.asyncio as redis
+from authz.redis_client import connect
 
 # Delete the lock only if it is still ours (it may have expired and been taken by another).
 _RELEASE = """
@@ -16,14 +18,8 @@ return 0
 
 class RedisStore:
     def __init__(self, url: str, timeout: float) -> None:
-        """`url`: redis://[user:password@]host:port/db, rediss:// for TLS (redis-py's syntax)."""
-        self._client = redis.Redis.from_url(
-            url,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-            retry_on_timeout=False,
-            health_check_interval=30,
-        )
+        """`url`: any form `authz.redis_client` reads."""
+        self._client = connect(url, timeout, health_check_interval=30)
         self._token = secrets.token_hex(8).encode()
         self._release = self._client.register_script(_RELEASE)
 

@@ -308,4 +308,5 @@ def _discard_outcome(task: asyncio.Future[Any]) -> None:
 
 
 def _lock(key: SharedKey[A]) -> str:
-    return key.key + ":lock"
+    """In the answer's own hash slot: the answer's key, whole, is the lock's hash tag."""
+    return "{" + key.key + "}:lock"

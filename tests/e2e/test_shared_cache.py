@@ -396,7 +396,8 @@ def test_a_lock_that_is_never_released_costs_a_check_less_than_envoy_s_timeout(
     it into a 503."""
     fresh_responder.delay = 1.7  # under ocsp_timeout (2 s)
     client = pki.client("held-lock")
-    redis_server.client().set(stored_key(pki, client, fresh_responder) + ":lock", b"x", px=120_000)
+    lock = "{" + stored_key(pki, client, fresh_responder) + "}:lock"  # in the answer's slot
+    redis_server.client().set(lock, b"x", px=120_000)
     with LocalStack(
         tmp_path / "stack", pki, envoy_binary=envoy, ocsp_override=fresh_responder.url,
         authz_args=["--revocation-cache-url", redis_server.url, "--prefetch-window", "0"],

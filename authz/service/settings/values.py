@@ -13,6 +13,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from authz.core.identity import IDENTITY_NAMES
 from authz.core.modes import deny_status_problem
 from authz.core.names import NameKey, name_key, parse_dn
+from authz.redis_client import parse_store_url
 
 # RFC 9110 token characters; header names are sent lower-case by Envoy over HTTP/2 anyway.
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
@@ -53,16 +54,15 @@ def check_optional_listen(value: str) -> str | None:
 def check_store_url(value: str) -> str | None:
     if value == "":
         return None
-    parts = urlsplit(value)
-    if parts.scheme not in ("redis", "rediss", "unix"):
-        return "expected redis://HOST:PORT/DB, rediss:// (TLS) or unix://PATH"
-    if parts.scheme != "unix" and not parts.hostname:
-        return "expected redis://HOST:PORT/DB: no host"
+    try:
+        parse_store_url(value)
+    except ValueError as error:
+        return str(error)
     return None
 
 
-# Query parameters redis-py reads credentials from (`?password=`, and the user name beside it).
-_SECRET_PARAMETERS = frozenset({"password"})
+# Query parameters that carry credentials (`?password=` redis-py reads, the sentinels' own).
+_SECRET_PARAMETERS = frozenset({"password", "sentinel_password"})
 
 
 def redact_url(value: str) -> str:
