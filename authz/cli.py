@@ -107,7 +107,11 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     blocks = check.add_argument_group("the block list (checked first; none given: not checked)")
     blocks.add_argument("--config", type=Path, help="The service's configuration file.")
-    blocks.add_argument("--store", help="The shared store's URL (redis://, rediss://).")
+    blocks.add_argument(
+        "--store",
+        help="The shared store's URL (as revocation_cache_url: redis://, "
+        "rediss://, redis+cluster://, redis+sentinel://).",
+    )
     blocks.add_argument("--blocks", type=Path, help="A block list file.")
 
     _block_parsers(commands)
@@ -168,7 +172,11 @@ def _where(parser: argparse.ArgumentParser) -> None:
         "--config names, or MTLS_AUTHZ_* variables)"
     )
     where.add_argument("--config", type=Path, help="The service's configuration file.")
-    where.add_argument("--store", help="The shared store's URL (redis://, rediss://).")
+    where.add_argument(
+        "--store",
+        help="The shared store's URL (as revocation_cache_url: redis://, "
+        "rediss://, redis+cluster://, redis+sentinel://).",
+    )
     where.add_argument("--file", type=Path, help="A block list file, instead of the store.")
 
 

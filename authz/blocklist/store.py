@@ -25,6 +25,7 @@ from typing import Any
 
 import redis.asyncio as redis
 from redis.asyncio.client import PubSub
+from redis.asyncio.cluster import RedisCluster
 
 from authz.core.blocks import BlockEntry
 from authz.redis_client import connect
@@ -132,6 +133,9 @@ class BlockStore:
         return int(await self._restore(keys=KEYS, args=[CHANNEL, epoch, *_pairs(entries)]))
 
     async def subscribe(self) -> PubSub:
+        if isinstance(self._client, RedisCluster):
+            # A cluster's pub/sub picks its node from the slot map: learn it first.
+            await asyncio.wait_for(self._client.initialize(), self._timeout)
         pubsub = self._client.pubsub()
         await asyncio.wait_for(pubsub.subscribe(CHANNEL), self._timeout)
         return pubsub

@@ -1,7 +1,7 @@
 """The shared revocation cache's store on Redis or Valkey — one node, a cluster or Sentinel's
 master (`authz.redis_client`): plain GET/SET with PX for answers, SET NX PX for the short locks,
-a token-checked release. An answer's lock is in its answer's hash slot (`{key}:lock`), so the
-two are read together on a cluster too."""
+a token-checked release. An answer's lock is in its answer's hash slot
+(`mtls-authz:v1:lock:{<its key>}`), so the two are read together on a cluster too."""
 
 from __future__ import annotations
 

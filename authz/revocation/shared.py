@@ -308,5 +308,6 @@ def _discard_outcome(task: asyncio.Future[Any]) -> None:
 
 
 def _lock(key: SharedKey[A]) -> str:
-    """In the answer's own hash slot: the answer's key, whole, is the lock's hash tag."""
-    return "{" + key.key + "}:lock"
+    """In the answer's own hash slot (the answer's key, whole, is the lock's hash tag), under
+    the same prefix (one ACL key pattern, `~mtls-authz:*`, covers both)."""
+    return "mtls-authz:v1:lock:{" + key.key + "}"

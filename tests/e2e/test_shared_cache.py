@@ -17,6 +17,7 @@ import time
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -176,8 +177,14 @@ def test_tampered_entries_are_never_accepted_and_are_replaced(
     fresh_responder: OcspResponder,
     redis_server: RedisServer,
 ) -> None:
-    """A writer to Redis tries to make revoked certificates good; each is still refused with
-    the responder's answer, which then replaces the forged entry."""
+    assert_tampering_refused(replicas[0], pki, fresh_responder, redis_server.client())
+
+
+def assert_tampering_refused(
+    replica: Replica, pki: LabPki, fresh_responder: OcspResponder, store: Any
+) -> None:
+    """A writer to the store tries to make revoked certificates good; each is still refused with
+    the responder's answer, which then replaces the forged entry. `store`: a redis-py client."""
     victims = distinct_clients(pki, 4, "tamper")
     bystander = pki.client("bystander")
     for victim in victims:
@@ -202,14 +209,13 @@ def test_tampered_entries_are_never_accepted_and_are_replaced(
         # not OCSP at all
         3: b"\x30\x03garbage",
     }
-    store = redis_server.client()
     for index, body in forged.items():
         store.set(stored_key(pki, victims[index], fresh_responder), body, px=600_000)
 
-    verdicts = run_checks(replicas[:1], victims)
+    verdicts = run_checks([replica], victims)
     assert verdicts == [["certificate_revoked"] * 4]
-    assert replicas[0].metric('mtls_authz_shared_cache_total{result="refused"}') == 3
-    assert replicas[0].metric('mtls_authz_shared_cache_total{result="stale"}') == 1
+    assert replica.metric('mtls_authz_shared_cache_total{result="refused"}') == 3
+    assert replica.metric('mtls_authz_shared_cache_total{result="stale"}') == 1
     for victim in victims:
         replaced = store.get(stored_key(pki, victim, fresh_responder))
         assert isinstance(replaced, bytes)
@@ -396,7 +402,7 @@ def test_a_lock_that_is_never_released_costs_a_check_less_than_envoy_s_timeout(
     it into a 503."""
     fresh_responder.delay = 1.7  # under ocsp_timeout (2 s)
     client = pki.client("held-lock")
-    lock = "{" + stored_key(pki, client, fresh_responder) + "}:lock"  # in the answer's slot
+    lock = "mtls-authz:v1:lock:{" + stored_key(pki, client, fresh_responder) + "}"
     redis_server.client().set(lock, b"x", px=120_000)
     with LocalStack(
         tmp_path / "stack", pki, envoy_binary=envoy, ocsp_override=fresh_responder.url,
