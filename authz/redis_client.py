@@ -10,8 +10,8 @@ revocation cache and the block list alike:
     redis+sentinel://[USER:PASSWORD@]HOST:PORT[,HOST:PORT...]/MASTER[/DB]
                                              the master Sentinel names MASTER, found again after
                                              a failover; rediss+sentinel:// with TLS to the data
-                                             nodes; ?sentinel_password=… for the sentinels'
-                                             own password
+                                             nodes; ?sentinel_password=… (and
+                                             ?sentinel_username=…) for the sentinels' own user
 
 `valkey://`, `valkeys://`, `valkey+cluster://` … are the same (Valkey speaks the protocol).
 TLS forms take `?ssl_ca_certs=PATH` for a private CA. Credentials in the URL are for the data
@@ -123,6 +123,9 @@ def connect(url: str, timeout: float, **connection: Any) -> StoreClient:
     bounds: dict[str, Any] = {
         "socket_timeout": timeout,
         "socket_connect_timeout": timeout,
+        # No CLIENT SETINFO on connect: Redis before 7.2 has no such command, and the ACL line
+        # the docs give (the commands mtls-authz uses, nothing more) fits every version.
+        "driver_info": None,
         **connection,
     }
     if store.kind == "node":
@@ -135,9 +138,14 @@ def connect(url: str, timeout: float, **connection: Any) -> StoreClient:
     if store.kind == "cluster":
         nodes = [ClusterNode(host, port) for host, port in store.hosts]
         return RedisCluster(startup_nodes=nodes, **node)
-    sentinels: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
+    sentinels: dict[str, Any] = {
+        "socket_timeout": timeout,
+        "socket_connect_timeout": timeout,
+        "driver_info": None,
+    }
     if "sentinel_password" in store.options:
         sentinels["password"] = store.options["sentinel_password"]
+        sentinels["username"] = store.options.get("sentinel_username")
     sentinel = Sentinel(list(store.hosts), sentinel_kwargs=sentinels, **node)  # type: ignore[no-untyped-call]
     client: redis.Redis = sentinel.master_for(store.master, db=store.db)
     return client

@@ -6,6 +6,7 @@ master, a replica, three sentinels; a failover during traffic), and Valkey."""
 from __future__ import annotations
 
 import asyncio
+import re
 import shutil
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 from cryptography.hazmat.primitives import hashes
 
 from authz.demo.pki import Identity, LabPki
@@ -26,6 +28,7 @@ from tests.e2e.test_shared_cache import (
     distinct_clients,
     run_checks,
 )
+from tests.forward_auth_stack import REPO
 from tests.ocsp_responder import OcspResponder
 from tests.store_topologies import Cluster, Node, Sentinels, cluster_port, valkey_server
 
@@ -228,3 +231,84 @@ def test_valkey_shares_answers_and_the_block_list(
     finally:
         stop(replicas)
         valkey.stop()
+
+
+def documented_acl(first: str) -> list[str]:
+    """The rules after `>PASSWORD`, from `first` on, in an ACL line docs/revocation.md tells
+    users to paste."""
+    found = re.search(
+        rf"ACL SETUSER mtls-authz on >PASSWORD ({re.escape(first)} [^`\n]+)",
+        (REPO / "docs" / "revocation.md").read_text(),
+        re.MULTILINE,
+    )
+    assert found, f"no ACL line with {first} in docs/revocation.md"
+    return found.group(1).split()
+
+
+@pytest.mark.parametrize("topology", ["node", "cluster", "sentinel"])
+def test_the_documented_acl_lines_are_all_a_user_needs(
+    topology: str, pki: LabPki, fresh_responder: OcspResponder, tmp_path: Path
+) -> None:
+    """Answers shared, a block written, in force and removed, by a user with only the line for
+    the data nodes (and the sentinels' line on the sentinels); nothing refused by a server but
+    CONFIG GET, which mtls-authz does without."""
+    password = "acl-s3cret"
+    user = f"mtls-authz:{password}@"
+    sentinel_nodes: list[Node] = []
+    if topology == "cluster":
+        cluster = Cluster(tmp_path / "cluster").start()
+        nodes, stop_store = cluster.nodes, cluster.stop
+        url = cluster.url.replace("://", f"://{user}")
+    elif topology == "sentinel":
+        sentinels = Sentinels(tmp_path / "sentinel").start()
+        nodes, sentinel_nodes = [sentinels.master, sentinels.replica], list(sentinels.sentinels)
+        stop_store = sentinels.stop
+        url = sentinels.url.replace("://", f"://{user}") + (
+            f"?sentinel_username=mtls-authz&sentinel_password={password}"
+        )
+    else:
+        node = Node(tmp_path, "acl-node", cluster_port()).start()
+        nodes, stop_store = [node], node.stop
+        url = f"redis://{user}127.0.0.1:{node.port}/0"
+    for node in nodes:
+        node.client().execute_command("ACL", "SETUSER", "mtls-authz", "on", f">{password}",
+                                      *documented_acl("resetkeys"))  # fmt: skip
+    for node in sentinel_nodes:
+        node.client().execute_command("ACL", "SETUSER", "mtls-authz", "on", f">{password}",
+                                      *documented_acl("-@all"))  # fmt: skip
+        # The default user no longer lets anyone in: mtls-authz must use its own.
+        node.client().execute_command("ACL", "SETUSER", "default", "resetpass", ">admin")
+    replicas = replicas_on(url, 2, tmp_path, pki, fresh_responder)
+    try:
+        clients = distinct_clients(pki, 20, f"acl-{topology}")
+        assert run_checks(replicas[:1], clients) == [["allow"] * 20]
+        asked = fresh_responder.requests
+        assert run_checks(replicas[1:], clients) == [["allow"] * 20]
+        assert fresh_responder.requests == asked, "the second replica did not read the store"
+        leaked = clients[0]
+        done = block_cli(url, "--fingerprint", leaked.cert.fingerprint(hashes.SHA256()).hex())
+        assert done.returncode == 0, done.stderr
+        deadline = time.monotonic() + 10
+        while run_checks(replicas, [leaked]) != [["certificate_blocked"]] * 2:
+            assert time.monotonic() < deadline, "the block was not in force"
+            time.sleep(0.2)
+        done = subprocess.run(
+            [sys.executable, "-m", "authz", "unblock", "--all", "--store", url],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        while run_checks(replicas, [leaked]) != [["allow"]] * 2:
+            assert time.monotonic() < deadline + 10, "the block was not removed"
+            time.sleep(0.2)
+        refused = {
+            (entry["reason"], entry["object"])
+            for client in [
+                *(node.client() for node in nodes),
+                *(redis.Redis(port=node.port, password="admin") for node in sentinel_nodes),
+            ]
+            for entry in client.acl_log()
+        }
+        assert refused <= {("command", "config|get")}, refused
+    finally:
+        stop(replicas)
+        stop_store()

@@ -378,3 +378,16 @@ def test_check_s_usage_errors_are_not_its_status_codes(capsys: pytest.CaptureFix
     assert info.value.code == 64
     err = capsys.readouterr().err
     assert "not an ISO 8601 time: 'yesterday'" in err and "_timestamp" not in err
+
+
+def test_timeouts_that_leave_no_time_to_wait_for_another_replica_are_said() -> None:
+    base = {"trust_bundle": "/b.pem", "allowed_issuers": [ISSUER]}
+    shared = {**base, "revocation_cache_url": "redis://cache:6379/0"}
+    assert load_settings(None, {}, shared).warnings == ()  # the defaults agree
+    assert load_settings(None, {}, {**base, "ocsp_timeout": 5.0}).warnings == ()  # no store
+    (warning,) = load_settings(None, {}, {**shared, "ocsp_timeout": 5.0}).warnings
+    assert "another replica's OCSP answer" in warning and "ocsp_timeout (5 s)" in warning
+    (warning,) = load_settings(
+        None, {}, {**shared, "crl_timeout": 3.0, "revocation_deadline": 3.5}
+    ).warnings
+    assert "another replica's CRL" in warning and "is 3.5 s" in warning

@@ -43,3 +43,23 @@ def route_policies(
         mode=values["mode"],
     )
     return parse_policies(values["policies"], defaults, deprecated)
+
+
+def replicas_can_wait(values: Mapping[str, Any]) -> list[str]:
+    """With a shared cache, a replica waits for another's fetch only while it could still fetch
+    itself within revocation_deadline (its timeout plus two store operations): timeouts that
+    leave no such time make every replica ask the source itself, which nothing else says."""
+    if not values["revocation_cache_url"]:
+        return []
+    found = []
+    for key, what in (("ocsp_timeout", "OCSP answer"), ("crl_timeout", "CRL")):
+        reserve = values[key] + 2 * values["revocation_cache_timeout"]
+        if values["revocation_deadline"] <= reserve:
+            found.append(
+                f"revocation_deadline ({values['revocation_deadline']:g} s) leaves no time to wait "
+                f"for another replica's {what}: {key} ({values[key]:g} s) + 2 × "
+                f"revocation_cache_timeout is {reserve:g} s, so each replica fetches it itself "
+                f"when they need it at once; lower {key} or raise revocation_deadline (under "
+                "Envoy's ext_authz timeout)"
+            )
+    return found

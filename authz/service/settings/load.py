@@ -7,7 +7,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from authz.service.settings.checks import a_listener, names_agree, route_policies
+from authz.service.settings.checks import (
+    a_listener,
+    names_agree,
+    replicas_can_wait,
+    route_policies,
+)
 from authz.service.settings.declare import ConfigError
 from authz.service.settings.options import OPTIONS, OPTIONS_BY_KEY, convert
 from authz.service.settings.sources import (
@@ -54,5 +59,7 @@ def load_settings(
     if problems:
         raise ConfigError("; ".join(problems))
     return Settings(
-        **values, deprecations=tuple(deprecated), warnings=tuple(unknown_variables(env))
+        **values,
+        deprecations=tuple(deprecated),
+        warnings=(*unknown_variables(env), *replicas_can_wait(values)),
     )

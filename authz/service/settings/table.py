@@ -148,7 +148,8 @@ class Settings:
         "CRL for an issuer, overriding the certificate's distribution points: ISSUER_DN=URL.",
         flag="--crl-url")
     crl_timeout: float = setting(
-        4.0, "Seconds for one CRL download (keep it under Envoy's ext_authz timeout).",
+        3.0, "Seconds for one CRL download (keep it under Envoy's ext_authz timeout; with a "
+        "shared cache, under revocation_deadline less 2 × revocation_cache_timeout).",
         check=check_positive, duration=True)
     crl_cache_max_age: float = setting(
         3600.0, "Longest a CRL is used before it is fetched again, whatever its nextUpdate.",
@@ -194,7 +195,9 @@ class Settings:
     revocation_cache_url: str = setting(
         "", "Shared revocation cache (and block list) for every replica: "
         "redis://[USER:PASSWORD@]HOST:PORT/DB, rediss:// for TLS, unix://PATH?db=N for a local "
-        "socket (Redis or Valkey; empty: off). Logs show it without its password.",
+        "socket, redis+cluster://HOST:PORT[,HOST:PORT] for Redis Cluster, "
+        "redis+sentinel://HOST:PORT[,HOST:PORT]/MASTER[/DB] through Sentinel (valkey… the same; "
+        "empty: off). Logs show it without its passwords.",
         check=check_store_url, restart=True)
     block_list_file: str = setting(
         "", "Emergency block list, YAML or JSON (see docs/incidents.md): watched, a change in "
