@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,6 +50,26 @@ class Load:
     p99_ms: float
     ok: int
     failed: int
+    cpu_us: float | None = None
+    """The server's CPU time per request, when measured (`measure_cpu`)."""
+    busy: float | None = None
+    """The server's CPU time over the run's wall time (1.0: one core always busy)."""
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process `pid` and its threads so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measure_cpu(pid: int, run: Callable[[], Load], seconds: float) -> Load:
+    """`run` (a load of `seconds`, warm-up included) with the server's CPU time per request."""
+    before, started = cpu_seconds(pid), time.monotonic()
+    load = run()
+    used, wall = cpu_seconds(pid) - before, time.monotonic() - started
+    return dataclasses.replace(
+        load, cpu_us=used / max(1.0, load.rps * seconds) * 1e6, busy=used / wall
+    )
 
 
 def machine() -> str:
@@ -147,7 +170,10 @@ def start_authz(
     return process, port
 
 
-def start_floor(workdir: Path, http: bool = False) -> tuple[Process, int]:
+def start_floor(
+    workdir: Path, http: bool = False, answer: Path | None = None
+) -> tuple[Process, int]:
+    """A floor server; with `answer`, the same-bytes floor answering that file's bytes."""
     port = free_port()
     argv = [
         *SERVER_CPU,
@@ -156,10 +182,40 @@ def start_floor(workdir: Path, http: bool = False) -> tuple[Process, int]:
         "benchmarks.http_floor" if http else "benchmarks.floor_server",
         "--listen",
         f"127.0.0.1:{port}",
+        *(["--answer", str(answer)] if answer else []),
     ]
     process = Process("floor", argv, workdir / "floor.log").start()
     process.wait_until(lambda: tcp_open(port), START_TIMEOUT, "listening")
     return process, port
+
+
+def grpc_answer_bytes(port: int, request: external_auth_pb2.CheckRequest) -> bytes:
+    """The serialized CheckResponse the server at `port` answers, as it sent it."""
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        check = channel.unary_unary("/envoy.service.auth.v3.Authorization/Check")
+        answer: bytes = check(request.SerializeToString(), timeout=10)
+        return answer
+
+
+def http_answer_bytes(port: int, path: str, header: str) -> bytes:
+    """The whole HTTP/1.1 response (status line to body) the server at `port` answers to a GET
+    of `path` with `header`, as it wrote it."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+        conn.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{header}\r\n\r\n".encode())
+        received = b""
+        while b"\r\n\r\n" not in received:
+            chunk = conn.recv(65536)
+            if not chunk:
+                raise RuntimeError(f"no whole response from port {port}: {received!r}")
+            received += chunk
+        head, _, body = received.partition(b"\r\n\r\n")
+        length = int(re.search(rb"(?im)^content-length:\s*(\d+)", head).group(1))  # type: ignore[union-attr]
+        while len(body) < length:
+            chunk = conn.recv(65536)
+            if not chunk:
+                break
+            body += chunk
+        return head + b"\r\n\r\n" + body
 
 
 def grpc_check(
@@ -215,9 +271,11 @@ def rss_mb(pid: int) -> float:
 def table(title: str, runs: dict[str, list[Load]], base: str, ratio: str) -> list[str]:
     """One row per peer: the median round, its spread over rounds, and the ratio to `base`."""
     median = {name: sorted(r, key=lambda x: x.rps)[len(r) // 2] for name, r in runs.items()}
+    cpu = all(x.cpu_us is not None for loads in runs.values() for x in loads)
     lines = [
-        f"| {title} | req/s | {ratio} (spread) | p50 ms | p99 ms | failed | all rounds, req/s |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | --- |",
+        f"| {title} | req/s | {ratio} (spread) | p50 ms | p99 ms | failed | all rounds, req/s |"
+        + (" server CPU per request (core busy) |" if cpu else ""),
+        "| --- | ---: | ---: | ---: | ---: | ---: | --- |" + (" ---: |" if cpu else ""),
     ]
     for name, loads in runs.items():
         m = median[name]
@@ -227,6 +285,6 @@ def table(title: str, runs: dict[str, list[Load]], base: str, ratio: str) -> lis
         lines.append(
             f"| {name} | {m.rps:.0f} | {m.rps / median[base].rps:.2f} "
             f"({min(ratios):.2f}–{max(ratios):.2f}) | {m.p50_ms:.2f} | {m.p99_ms:.2f} | "
-            f"{failed} | {every} |"
+            f"{failed} | {every} |" + (f" {m.cpu_us:.1f} µs ({m.busy:.0%}) |" if cpu else "")
         )
     return lines

@@ -23,7 +23,6 @@ from typing import Any
 import aiohttp
 import grpc
 from cryptography import x509
-from envoy.service.auth.v3 import external_auth_pb2_grpc
 from grpc_health.v1 import health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from prometheus_client import CollectorRegistry
@@ -64,7 +63,7 @@ from authz.service.settings import (
     Settings,
     load_settings,
 )
-from authz.transports.grpc_check import AuthorizationServicer
+from authz.transports.grpc_check import AuthorizationServicer, add_to_server
 from authz.transports.http.envoy import EnvoyHttpServer
 from authz.transports.http.forward_auth import ForwardAuthServer
 
@@ -431,9 +430,7 @@ async def _run(service: Service, sync: BlockSync) -> int:
     if settings.listen:
         server = grpc.aio.server(options=[("grpc.so_reuseport", reuse_port)])
         checks = CheckService(lambda: service.runtime, service.metrics, "grpc")
-        external_auth_pb2_grpc.add_AuthorizationServicer_to_server(
-            AuthorizationServicer(checks), server
-        )
+        add_to_server(AuthorizationServicer(checks), server)
         health_pb2_grpc.add_HealthServicer_to_server(health, server)
         port = server.add_insecure_port(settings.listen)
         listening["grpc_listen"] = f"{settings.listen.rpartition(':')[0]}:{port}"

@@ -14,6 +14,7 @@ import functools
 import logging
 from typing import Any
 
+import grpc
 from envoy.config.core.v3 import base_pb2
 from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 from envoy.type.v3 import http_status_pb2
@@ -104,6 +105,18 @@ def render(verdict: Verdict) -> external_auth_pb2.CheckResponse:
 INTERNAL_ERROR_RESPONSE = render(INTERNAL_ERROR_VERDICT)
 
 
+@functools.lru_cache(maxsize=4096)
+def render_wire(verdict: Verdict) -> bytes:
+    """`render(verdict)` serialized, as gRPC sends it: a returning client's answer is written
+    from these bytes without building or serializing a message."""
+    wire: bytes = render(verdict).SerializeToString()
+    return wire
+
+
+INTERNAL_ERROR_WIRE = render_wire(INTERNAL_ERROR_VERDICT)
+SERVICE = "envoy.service.auth.v3.Authorization"
+
+
 class AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):  # type: ignore[misc]
     def __init__(self, checks: CheckHandler) -> None:
         self._checks = checks
@@ -111,12 +124,30 @@ class AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):  # ty
     async def Check(
         self, request: external_auth_pb2.CheckRequest, context: Any
     ) -> external_auth_pb2.CheckResponse:
+        return external_auth_pb2.CheckResponse.FromString(await self.check_wire(request, context))
+
+    async def check_wire(self, request: external_auth_pb2.CheckRequest, context: Any) -> bytes:
+        """What the server answers: the serialized CheckResponse (see `add_to_server`)."""
         try:
-            return render(await self._checks(check_input(request)))
+            return render_wire(await self._checks(check_input(request)))
         except asyncio.CancelledError:
             raise
         except Exception:
             # Nothing may escape Check: a gRPC error would let the request through under
             # `failure_mode_allow: true`, with whatever headers the client sent.
             log.exception("check failed", extra={"reason": Reason.INTERNAL_ERROR.value})
-            return INTERNAL_ERROR_RESPONSE
+            return INTERNAL_ERROR_WIRE
+
+
+def add_to_server(servicer: AuthorizationServicer, server: Any) -> None:
+    """Authorization/Check on `server`, answering the bytes `check_wire` returns (no response
+    serializer: they are already a CheckResponse)."""
+    handlers = {
+        "Check": grpc.unary_unary_rpc_method_handler(
+            servicer.check_wire,
+            request_deserializer=external_auth_pb2.CheckRequest.FromString,
+            response_serializer=None,
+        )
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
+    server.add_registered_method_handlers(SERVICE, handlers)
