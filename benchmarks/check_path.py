@@ -1,6 +1,9 @@
 """In-process cost of one Check with a warm OCSP cache: the servicer called directly, no gRPC.
 
-Isolates mtls-authz's own work from gRPC and the network. Runs variants side by side in one
+Isolates mtls-authz's own work from gRPC and the network. A lower bound: run in a tight loop,
+the Check's code and data stay in the CPU's caches; under load, between gRPC's own work, the same
+Check costs the server ~3× as much CPU (the `direct` section's "server CPU per request", mtls-authz
+against the same-bytes floor; benchmarks/results/check-breakdown-2026-12-04.md). Runs variants side by side in one
 process (same machine state), in alternating rounds, and prints calls/s and µs/call for each
 (median round, and the spread); `--profile` prints the top functions of the full variant
 (cProfile). The block-list variants hold 1 000 and 100 000 entries of every kind the client does
