@@ -5,6 +5,7 @@ ports and file paths changed; `curl()` is a real mTLS client. Used by the tests 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import sys
 from collections.abc import Sequence
@@ -81,18 +82,23 @@ class ProxyStack:
 
     def _recipe(self, relative: str, out: Path, tls: Path, conf: Path) -> Path:
         text = (RECIPES / relative).read_text()
-        for old, new in (
-            (AUTHZ, f"127.0.0.1:{self.ports['authz']}"),
-            (APP, f"127.0.0.1:{self.ports['app']}"),
-            (TLS, f"{tls}/"),
-            ("/etc/traefik/", f"{conf}/"),
-            ("/etc/nginx/", f"{conf}/"),
-            ("127.0.0.1:2019", f"127.0.0.1:{self.ports['admin']}"),
-            ('":8443"', f'"127.0.0.1:{self.ports["listen"]}"'),
-            (":8443 {", f":{self.ports['listen']} {{\n\tbind 127.0.0.1"),
-            ("listen 8443 ssl;", f"listen 127.0.0.1:{self.ports['listen']} ssl;"),
-        ):
-            text = text.replace(old, new)
+        replacements = dict(
+            (
+                (AUTHZ, f"127.0.0.1:{self.ports['authz']}"),
+                (APP, f"127.0.0.1:{self.ports['app']}"),
+                (TLS, f"{tls}/"),
+                ("/etc/traefik/", f"{conf}/"),
+                ("/etc/nginx/", f"{conf}/"),
+                ("127.0.0.1:2019", f"127.0.0.1:{self.ports['admin']}"),
+                ('":8443"', f'"127.0.0.1:{self.ports["listen"]}"'),
+                (":8443 {", f":{self.ports['listen']} {{\n\tbind 127.0.0.1"),
+                ("listen 8443 ssl;", f"listen 127.0.0.1:{self.ports['listen']} ssl;"),
+            )
+        )
+        # One pass: a port just written (127.0.0.1:20196) is never rewritten by a later pattern
+        # (127.0.0.1:2019).
+        pattern = re.compile("|".join(re.escape(old) for old in replacements))
+        text = pattern.sub(lambda found: replacements[found.group(0)], text)
         if not self.guarded:
             text = "\n".join(line for line in text.splitlines() if not _asks(line)) + "\n"
         out.write_text(text)
