@@ -243,7 +243,9 @@ class Service:
 
     def start(self) -> Service:
         self.process.start()
+        # gRPC binds its port before /metrics listens: wait for both.
         self.process.wait_until(lambda: tcp_open(self.port), 30, "listening")
+        self.process.wait_until(lambda: tcp_open(self.metrics_port), 30, "serving /metrics")
         return self
 
     def metric(self, line_start: str) -> float:
