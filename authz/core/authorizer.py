@@ -11,6 +11,7 @@ from datetime import datetime
 
 from authz.core.blocks import BlockEntry, Blocks
 from authz.core.decision import Decision, State, decide
+from authz.core.memo import ByIdentity
 from authz.core.modes import RevocationMode
 from authz.core.reasons import Reason
 from authz.core.request import CheckInput
@@ -25,6 +26,8 @@ from authz.core.verdict import REVOCATION_HEADER
 
 # Where a revocation answer came from (the decision log's revocation_from).
 RESPONDER, LOCAL_CACHE, SHARED_CACHE = "responder", "local_cache", "shared_cache"
+# Decisions kept with the local-cache answer applied to them (a returning client's).
+APPLIED_MEMO_SIZE = 4096
 
 
 class Authorizer:
@@ -47,6 +50,8 @@ class Authorizer:
         )
         if mode is not RevocationMode.OFF and not self.sources:
             raise ValueError("a revocation source is required unless revocation checking is off")
+        self._applied: ByIdentity[Decision, tuple[RevocationOutcome, Decision]]
+        self._applied = ByIdentity(APPLIED_MEMO_SIZE)
 
     async def authorize(self, check: CheckInput, now: datetime) -> Decision:
         decision = decide(check, self.state, now)
@@ -74,7 +79,7 @@ class Authorizer:
                     failed = failed or outcome
                 continue
             if lookup not in (Lookup.MISS, Lookup.COALESCED):
-                return apply_outcome(decision, outcome, self.mode, LOCAL_CACHE)
+                return self._from_local_cache(decision, outcome)
             if outcome.shared:
                 return apply_outcome(decision, outcome, self.mode, SHARED_CACHE)
             return apply_outcome(decision, outcome, self.mode, RESPONDER, outcome.latency)
@@ -82,6 +87,16 @@ class Authorizer:
         if last is not None:
             return apply_outcome(decision, last, self.mode)
         return no_source(decision, self.mode, names=" and no ".join(s.names for s in self.sources))
+
+    def _from_local_cache(self, decision: Decision, outcome: RevocationOutcome) -> Decision:
+        """`apply_outcome` for an answer from the local cache. It is pure, so a returning client
+        (the same decision object, the same cached answer object) gets the result it got before."""
+        held = self._applied.get(decision)
+        if held is not None and held[0] is outcome:
+            return held[1]
+        applied = apply_outcome(decision, outcome, self.mode, LOCAL_CACHE)
+        self._applied.put(decision, (outcome, applied))
+        return applied
 
 
 def blocked(decision: Decision, entry: BlockEntry) -> Decision:

@@ -105,6 +105,22 @@ class Verified:
     issuer: x509.Certificate
     not_before: datetime
     not_after: datetime
+    allowed: list[Decision] = field(default_factory=list, compare=False, repr=False)
+    """The allowed Decision last made from this, for the chain hint it carries: a returning
+    client gets the same object back, so what is memoized on a decision's identity further on
+    (the revocation outcome applied, the replay TTL) is found again (see `allowed_decision`)."""
+
+    def allowed_decision(self, hint: str, replayable: bool) -> Decision:
+        """`Decision(True, leaf, issuer, xfcc=hint, replayable=…)`, the same object while the
+        hint and replayability are. Only for a Check that passed `check_validity`."""
+        for held in self.allowed:
+            if held.replayable is replayable and held.xfcc == hint:
+                return held
+        decision = Decision(
+            True, leaf=self.leaf, issuer=self.issuer, xfcc=hint, replayable=replayable
+        )
+        self.allowed[:] = [decision, *self.allowed[:1]]
+        return decision
 
 
 @dataclass(frozen=True)
@@ -129,9 +145,10 @@ def decide(check: CheckInput, state: State, now: datetime) -> Decision:
     except Denied as denied:
         # No certificate of the TLS peer's was decided on: nothing to replay under its key.
         return dataclasses.replace(Decision.deny(denied), replayable=False)
-    if not presented.peer:
-        return dataclasses.replace(_decide(presented, state, now), replayable=False)
-    return _decide(presented, state, now)
+    decision = _decide(presented, state, now)
+    if not presented.peer and decision.replayable:
+        return dataclasses.replace(decision, replayable=False)
+    return decision
 
 
 def _decide(presented: Presented, state: State, now: datetime) -> Decision:
@@ -146,7 +163,7 @@ def _decide(presented: Presented, state: State, now: datetime) -> Decision:
         check_validity(verified, now)
     except Denied as denied:
         return Decision.deny(denied, verified.leaf)
-    return Decision(True, leaf=verified.leaf, issuer=verified.issuer, xfcc=hint)
+    return verified.allowed_decision(hint, presented.peer)
 
 
 def verify(presented: Presented, state: State) -> tuple[Verified | Decision, bool]:

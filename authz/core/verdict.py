@@ -15,7 +15,7 @@ import functools
 import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 from urllib.parse import quote
@@ -158,11 +158,29 @@ class VerdictRules:
     def _uses_chain(self) -> bool:
         return "chain" in self.identity or "rfc9440" in self.identity
 
+    @functools.cached_property
+    def _full_ttl_until(self) -> ByIdentity[Decision, datetime]:
+        """By decision: until when its TTL is the whole `verdict_cache_ttl` (see `ttl`)."""
+        return ByIdentity(ALLOW_MEMO_SIZE)
+
     def ttl(self, decision: Decision, now: datetime) -> int | None:
         """The replay TTL for this decision, or None when the verdict cache is off."""
-        if self.verdict_cache_ttl <= 0:
+        limit = self.verdict_cache_ttl
+        if limit <= 0:
             return None
-        return verdict_ttl(decision, now, self.verdict_cache_ttl)
+        # A returning client's decision is the same object: while neither its answer nor its
+        # certificate ends within `limit` of now, its TTL is the whole limit, known without
+        # working it out again.
+        until = self._full_ttl_until.get(decision)
+        if until is not None and now <= until:
+            return int(limit)
+        ttl = verdict_ttl(decision, now, limit)
+        if ttl == int(limit) and decision.allowed and decision.leaf is not None:
+            ends = decision.leaf.not_valid_after_utc
+            if decision.answer_valid_until is not None:
+                ends = min(ends, decision.answer_valid_until)
+            self._full_ttl_until.put(decision, ends - timedelta(seconds=limit))
+        return ttl
 
     def verdict(self, decision: Decision, ttl: int | None = None, generation: str = "") -> Verdict:
         """The verdict for a decision. Verdicts are shared between Checks of the same client, so

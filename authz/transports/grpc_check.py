@@ -38,24 +38,27 @@ VERDICT_CACHE_NAMESPACE = "envoy.filters.http.lua"
 
 def check_input(request: external_auth_pb2.CheckRequest) -> CheckInput:
     attributes = request.attributes
+    http = attributes.request.http
+    headers = http.headers
+    xfcc = headers.get(XFCC_HEADER, "")
+    request_id = headers.get(REQUEST_ID_HEADER, "")
+    if not (xfcc and request_id) and http.HasField("header_map"):
+        xfcc = xfcc or raw_header(http, XFCC_HEADER)
+        request_id = request_id or raw_header(http, REQUEST_ID_HEADER)
     route = attributes.route_metadata_context.filter_metadata.get(VERDICT_CACHE_NAMESPACE)
     cached = route.fields.get(POLICY_KEY) if route is not None else None
     return CheckInput(
-        certificate=attributes.source.certificate,
-        xfcc=request_header(request, XFCC_HEADER),
-        policy=attributes.context_extensions.get(POLICY_KEY, ""),
-        cached_as=cached.string_value if cached is not None else None,
-        request_id=request_header(request, REQUEST_ID_HEADER),
-        path=attributes.request.http.path,
+        attributes.source.certificate,
+        xfcc,
+        attributes.context_extensions.get(POLICY_KEY, ""),
+        cached.string_value if cached is not None else None,
+        request_id,
+        http.path,
     )
 
 
-def request_header(request: external_auth_pb2.CheckRequest, name: str) -> str:
-    """A request header by lower-case name, from `headers` or `header_map` (encode_raw_headers)."""
-    http = request.attributes.request.http
-    value = str(http.headers.get(name, ""))
-    if value or not http.HasField("header_map"):
-        return value
+def raw_header(http: Any, name: str) -> str:
+    """A header by lower-case name from `header_map` (Envoy's `encode_raw_headers`)."""
     for header in http.header_map.headers:
         if header.key.lower() == name:
             return str(header.value or header.raw_value.decode("utf-8", errors="replace"))
