@@ -510,6 +510,7 @@ async def _run(service: Service, sync: BlockSync) -> int:
         *([http_server.stop(settings.shutdown_grace)] if http_server is not None else []),
         *([forward_server.stop(settings.shutdown_grace)] if forward_server is not None else []),
     )
+    service.metrics.flush()  # the Checks answered while draining, for a last scrape
     if runner is not None:
         await runner.cleanup()
     log.info("stopped")

@@ -82,6 +82,10 @@ def test_two_workers_serve_one_port_and_metrics_add_up(
     request = external_auth_pb2.CheckRequest()
     request.attributes.source.certificate = envoy_field(pki.client("workers").cert)
     assert check_on_new_connections(grpc_port, request, 40) == 40
+    # Each worker adds its tally to its metric file every second.
+    deadline = time.monotonic() + 5
+    while allowed_total(metrics_port) < 40 and time.monotonic() < deadline:
+        time.sleep(0.2)
     assert allowed_total(metrics_port) == 40
     serving = {
         line["pid"]

@@ -89,3 +89,62 @@ def test_exposition_passes_promtool(pki: LabPki) -> None:
         input=generate_latest(metrics.registry), capture_output=True, timeout=30, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+# -- the Checks' tally: counted as numbers, added to the metrics at a scrape -------------------
+
+DURATIONS = (0.00005, 0.0001, 0.0003, 0.0005, 0.02, 0.7, 3.0, 9.0, 0.0001, 2.5)
+
+
+def test_the_tally_gives_what_observing_each_check_would(pki: LabPki) -> None:
+    """Bucket for bucket (a duration on a bound counts in it, `le`), the sum, the count."""
+    tallied = Metrics(CollectorRegistry())
+    for seconds in DURATIONS:
+        tallied.observe_decision(True, None, seconds)
+    histogram_text = [
+        line
+        for line in generate_latest(tallied.registry).decode().splitlines()
+        if line.startswith("mtls_authz_check_duration_seconds") and "_created" not in line
+    ]
+    registry = CollectorRegistry()
+    observed = Metrics(registry).check_duration
+    for seconds in DURATIONS:
+        observed.observe(seconds)
+    expected = [
+        line
+        for line in generate_latest(registry).decode().splitlines()
+        if line.startswith("mtls_authz_check_duration_seconds") and "_created" not in line
+    ]
+    assert histogram_text == expected
+    assert any(line.endswith(" 3.0") for line in expected if 'le="0.0001"' in line)
+
+
+def test_a_scrape_adds_the_tally_once_and_counting_goes_on() -> None:
+    metrics = Metrics(CollectorRegistry())
+    for _ in range(3):
+        metrics.observe_decision(False, Reason.ISSUER_UNKNOWN, 0.001)
+        metrics.observe_cache_lookup("hit")
+    metrics.observe_cancelled(0.5)
+    denied = {"decision": "deny", "reason": "issuer_unknown"}
+    assert value(metrics, "mtls_authz_decisions_total", **denied) == 3
+    assert value(metrics, "mtls_authz_decisions_total", **denied) == 3  # not added twice
+    assert value(metrics, "mtls_authz_ocsp_cache_lookups_total", result="hit") == 3
+    assert value(metrics, "mtls_authz_decisions_total", decision="cancelled", reason="none") == 1
+    metrics.observe_audit_deny(Reason.ISSUER_UNKNOWN, 0.001)
+    metrics.observe_decision(False, Reason.ISSUER_UNKNOWN, 0.001)
+    assert value(metrics, "mtls_authz_decisions_total", **denied) == 4
+    assert (
+        value(metrics, "mtls_authz_decisions_total", decision="audit_deny", reason="issuer_unknown")
+        == 1
+    )
+    assert value(metrics, "mtls_authz_check_duration_seconds_count") == 6
+
+
+def test_flush_writes_the_tally_without_a_scrape() -> None:
+    """Under --workers the supervisor reads the workers' metric files, not their registries:
+    `refresh` (every second there, and at shutdown) must put the tally into the metrics."""
+    metrics = Metrics(CollectorRegistry())
+    metrics.observe_decision(True, None, 0.001)
+    metrics.refresh()
+    child = metrics.decisions.labels("allow", "none", "grpc")
+    assert child._value.get() == 1  # what a multiprocess file would hold
