@@ -62,7 +62,7 @@ class Metrics:
         self._durations = [0] * (len(CHECK_BUCKETS) + 1)
         self._duration_sum = 0.0
         self._looked_up: dict[str, int] = {}
-        registry.register(FlushFirst(self.flush))  # type: ignore[arg-type]
+        registry.register(FlushFirst(self.flush))
         self.decisions = Counter(
             "mtls_authz_decisions",
             "Check decisions: allow, deny (by reason), or cancelled before a decision; by the "
@@ -261,8 +261,8 @@ class Metrics:
             # buckets and sum `observe` adds to (tests/unit/test_metrics.py holds the result
             # to what `observe` gives, value for value).
             histogram = self.check_duration
-            histogram._sum.inc(total)  # type: ignore[attr-defined]
-            for bucket, count in zip(histogram._buckets, durations, strict=True):  # type: ignore[attr-defined]
+            histogram._sum.inc(total)
+            for bucket, count in zip(histogram._buckets, durations, strict=True):
                 if count:
                     bucket.inc(count)
 
