@@ -2,14 +2,16 @@
 
 Isolates mtls-authz's own work from gRPC and the network. A lower bound: run in a tight loop,
 the Check's code and data stay in the CPU's caches; under load, between gRPC's own work, the same
-Check costs the server ~3× as much CPU (the `direct` section's "server CPU per request", mtls-authz
+Check costs the server ~4× as much CPU (the `direct` section's "server CPU per request", mtls-authz
 against the same-bytes floor; benchmarks/results/check-breakdown-2026-12-04.md). Runs variants side by side in one
 process (same machine state), in alternating rounds, and prints calls/s and µs/call for each
 (median round, and the spread); `--profile` prints the top functions of the full variant
-(cProfile). The block-list variants hold 1 000 and 100 000 entries of every kind the client does
-not match: what a Check of a client that is not blocked pays for the list.
+(cProfile); `--stages` times each stage of the full variant alone (the request parsed, turned
+into the core's input, decided, counted, logged, answered). The block-list variants hold 1 000 and
+100 000 entries of every kind the client does not match: what a Check of a client that is not
+blocked pays for the list.
 
-    .venv/bin/python -m benchmarks.check_path [--calls 20000] [--rounds 5] [--profile]
+    .venv/bin/python -m benchmarks.check_path [--calls 20000] [--rounds 5] [--profile] [--stages]
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from prometheus_client import CollectorRegistry
 
 from authz.core.authorizer import Authorizer
 from authz.core.blocks import BlockList, Blocks, entry_from_mapping
-from authz.core.check import Runtime
+from authz.core.check import Runtime, check
 from authz.core.decision import State
 from authz.core.issuers import IssuerPolicy
 from authz.core.modes import RevocationMode
@@ -41,8 +43,9 @@ from authz.core.verdict import CertHeaderFormat, VerdictRules
 from authz.demo.pki import LabPki
 from authz.revocation.ocsp_source import OcspChecker, OcspConfig, new_cache
 from authz.service.checks import CheckService
+from authz.service.logs import log_decision
 from authz.service.metrics import Metrics
-from authz.transports.grpc_check import AuthorizationServicer
+from authz.transports.grpc_check import AuthorizationServicer, check_input, render_wire
 from benchmarks.floor_server import RESPONSE as FLOOR_RESPONSE
 from benchmarks.requests import check_request
 from tests.ocsp_responder import build_response
@@ -121,11 +124,66 @@ class Floor:
         return FLOOR_RESPONSE.SerializeToString()
 
 
+async def print_stages(
+    servicer: AuthorizationServicer,
+    request: external_auth_pb2.CheckRequest,
+    calls: int,
+    rounds: int,
+) -> None:
+    """Each stage of one returning client's Check alone, in a loop of its own: what the whole
+    Check is made of (the stages' sum is close to the whole; each loop keeps its stage's code and
+    data in the CPU's caches, as the whole loop does)."""
+    service: Any = servicer._checks
+    wire = request.SerializeToString()
+    parse = external_auth_pb2.CheckRequest.FromString
+    await servicer.check_wire(parse(wire), None)  # warm the caches
+    parsed = parse(wire)
+    core_input = check_input(parsed)
+    now = dt.datetime.now(dt.UTC)
+    runtime = service._runtime()
+    checked = await check(runtime, core_input, now)
+    assert checked.verdict.allowed, checked
+
+    async def decision() -> None:
+        await check(runtime, core_input, now)
+
+    async def whole() -> None:
+        await servicer.check_wire(parse(wire), None)
+
+    stages: dict[str, Callable[[], Any]] = {
+        "request parsed (protobuf)": lambda: parse(wire),
+        "core input (check_input)": lambda: check_input(parsed),
+        "clock read": lambda: dt.datetime.now(dt.UTC),
+        "decision (core check)": decision,
+        "counted (metrics)": lambda: service._observe(checked.decision, 0.0),
+        "decision log": lambda: log_decision(checked.decision, core_input),
+        "answer bytes (render_wire)": lambda: render_wire(checked.verdict),
+        "whole Check (check_wire)": whole,
+    }
+    timings: dict[str, list[float]] = {name: [] for name in stages}
+    for _ in range(rounds):
+        for name, stage in stages.items():
+            started = time.perf_counter()
+            if asyncio.iscoroutinefunction(stage):
+                for _ in range(calls):
+                    await stage()
+            else:
+                for _ in range(calls):
+                    stage()
+            timings[name].append((time.perf_counter() - started) / calls * 1e6)
+    print(f"{'stage':<28} {'µs':>6}  (median of {rounds} rounds; spread)")
+    for name, values in timings.items():
+        print(
+            f"{name:<28} {statistics.median(values):>6.2f}  ({min(values):.2f}–{max(values):.2f})"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--calls", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--stages", action="store_true")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO)
 
@@ -174,6 +232,9 @@ def main() -> None:
         print(
             f"{name} − full, per round: median {statistics.median(added):+.2f} µs ({min(added):+.2f}–{max(added):+.2f})"
         )
+    if args.stages:
+        servicer = variants["full (metrics + logs)"]()
+        asyncio.run(print_stages(servicer, request, args.calls, args.rounds))
     if args.profile:
         servicer = variants["full (metrics + logs)"]()
         profiler = cProfile.Profile()
