@@ -48,12 +48,12 @@ def check_input(request: external_auth_pb2.CheckRequest) -> CheckInput:
     route = attributes.route_metadata_context.filter_metadata.get(VERDICT_CACHE_NAMESPACE)
     cached = route.fields.get(POLICY_KEY) if route is not None else None
     return CheckInput(
-        attributes.source.certificate,
-        xfcc,
-        attributes.context_extensions.get(POLICY_KEY, ""),
-        cached.string_value if cached is not None else None,
-        request_id,
-        http.path,
+        certificate=attributes.source.certificate,
+        xfcc=xfcc,
+        policy=attributes.context_extensions.get(POLICY_KEY, ""),
+        cached_as=cached.string_value if cached is not None else None,
+        request_id=request_id,
+        path=http.path,
     )
 
 

@@ -78,7 +78,9 @@ def test_check_input_reads_xfcc_from_raw_header_map() -> None:
     req.attributes.request.http.header_map.headers.add(
         key="X-Forwarded-Client-Cert", raw_value=b"Chain=x"
     )
-    assert check_input(req).xfcc == "Chain=x"
+    req.attributes.request.http.header_map.headers.add(key="x-request-id", value="rid-1")
+    got = check_input(req)
+    assert (got.xfcc, got.request_id) == ("Chain=x", "rid-1")
 
 
 @pytest.fixture
