@@ -10,9 +10,8 @@ import re
 import shutil
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -61,6 +60,31 @@ def expected(clients: list[Identity], revoked: list[Identity]) -> list[str]:
     return ["certificate_revoked" if c in revoked else "allow" for c in clients]
 
 
+def revoke_every(responder: OcspResponder, clients: list[Identity], step: int) -> list[Identity]:
+    """Every `step`-th client revoked at the responder; returns them."""
+    revoked = clients[::step]
+    for client in revoked:
+        responder.revoke(client.cert.serial_number)
+    return revoked
+
+
+def checks_during(
+    replicas: list[Replica], clients: list[Identity], event: Callable[[], None]
+) -> list[list[str]]:
+    """Every client checked on every replica (4 at a time), with `event` run in a thread from
+    0.2 s into the traffic (bounded: 120 s): each replica's verdicts, in the clients' order."""
+
+    async def traffic() -> list[list[str]]:
+        checks = [asyncio.create_task(check_all(r.port, clients, concurrency=4)) for r in replicas]
+        await asyncio.sleep(0.2)
+        results, _ = await asyncio.gather(
+            asyncio.gather(*checks), asyncio.wait_for(asyncio.to_thread(event), 120)
+        )
+        return [[v for v, _ in result] for result in results]
+
+    return asyncio.run(traffic())
+
+
 def store_errors(replicas: list[Replica]) -> float:
     return sum(r.metric('mtls_authz_shared_cache_total{result="error"}') for r in replicas)
 
@@ -98,27 +122,14 @@ def test_slots_moved_and_a_master_killed_during_traffic_on_a_cluster(
     replicas = replicas_on(cluster.url, 2, tmp_path, pki, fresh_responder)
     try:
         clients = distinct_clients(pki, 600, "reshard")
-        revoked = clients[::7]
-        for client in revoked:
-            fresh_responder.revoke(client.cert.serial_number)
+        revoked = revoke_every(fresh_responder, clients, 7)
 
         def events() -> None:
             cluster.reshard(2000)
             victim, _ = cluster.master_nodes()[0]
             victim.kill()
 
-        async def traffic() -> list[list[str]]:
-            trouble = threading.Thread(target=events)
-            checks = [
-                asyncio.create_task(check_all(r.port, clients, concurrency=4)) for r in replicas
-            ]
-            await asyncio.sleep(0.2)
-            trouble.start()
-            results = await asyncio.gather(*checks)
-            await asyncio.to_thread(trouble.join, 120)
-            return [[v for v, _ in result] for result in results]
-
-        assert asyncio.run(traffic()) == [expected(clients, revoked)] * 2
+        assert checks_during(replicas, clients, events) == [expected(clients, revoked)] * 2
         cluster.wait_ok()
         more = distinct_clients(pki, 30, "after-failover")
         deadline = time.monotonic() + 30
@@ -179,19 +190,10 @@ def test_a_sentinel_failover_during_traffic(
     replicas = replicas_on(sentinels.url, 2, tmp_path, pki, fresh_responder)
     try:
         clients = distinct_clients(pki, 400, "sentinel")
-        revoked = clients[::9]
-        for client in revoked:
-            fresh_responder.revoke(client.cert.serial_number)
-
-        async def traffic() -> list[list[str]]:
-            checks = [
-                asyncio.create_task(check_all(r.port, clients, concurrency=4)) for r in replicas
-            ]
-            await asyncio.sleep(0.2)
-            await asyncio.to_thread(sentinels.failover)
-            return [[v for v, _ in result] for result in await asyncio.gather(*checks)]
-
-        assert asyncio.run(traffic()) == [expected(clients, revoked)] * 2
+        revoked = revoke_every(fresh_responder, clients, 9)
+        assert (
+            checks_during(replicas, clients, sentinels.failover) == [expected(clients, revoked)] * 2
+        )
         deadline = time.monotonic() + 30
         while True:  # the new master, found through the sentinels, without a restart
             more = distinct_clients(pki, 20, "after-sentinel-failover")
